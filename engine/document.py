@@ -1,0 +1,305 @@
+"""The graph document: Reelgraph's one canonical workflow format, in memory and on disk.
+
+On disk (format version 2, documented in docs/workflow-format.md):
+
+    {"format": "reelgraph.workflow", "version": 2,
+     "meta": {...},
+     "nodes": {"<id>": {"type": "<NodeType>", "inputs": {"<name>": <json value>}, "mode": "normal"}},
+     "links": [{"from": {"node": "<id>", "output": "<name>"}, "to": {"node": "<id>", "input": "<name>"}}],
+     "layout": {"nodes": {"<id>": {"pos": [x, y]}}, "groups": [...], "view": {...}}}
+
+Invariants:
+- Inputs are keyed by name; a linked input's literal value (if any) is kept but ignored by the run.
+- `layout` and `meta` never affect execution or cache keys.
+- Unknown fields at every level are kept in `extra` and written back on save.
+- Node types are not checked here (see engine.validation): an unknown type is an inert placeholder.
+- Parsing raises only `WorkflowError`, listing every structural problem found.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import Problem, WorkflowError
+from engine.migrations import CURRENT_VERSION, FORMAT_NAME, migrate
+
+NODE_MODES = ("normal", "bypass", "mute")
+_NODE_FIELDS = {"type", "inputs", "mode", "title"}
+_TOP_FIELDS = {"format", "version", "nodes", "links", "layout", "meta"}
+MAX_ID_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Link:
+    """A wire from one node's named output to another node's named input."""
+
+    from_node: str
+    from_output: str
+    to_node: str
+    to_input: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": {"node": self.from_node, "output": self.from_output},
+                "to": {"node": self.to_node, "input": self.to_input}}
+
+    def __str__(self) -> str:
+        return f"{self.from_node}.{self.from_output} -> {self.to_node}.{self.to_input}"
+
+
+@dataclass
+class NodeInstance:
+    """One node of a graph: its type name, literal input values and mode."""
+
+    id: str
+    type: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    mode: str = "normal"  # normal | bypass (outputs pass an input through) | mute (never runs)
+    title: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "inputs": copy.deepcopy(self.inputs)}
+        if self.mode != "normal":
+            out["mode"] = self.mode
+        if self.title:
+            out["title"] = self.title
+        out.update(copy.deepcopy(self.extra))
+        return out
+
+
+@dataclass
+class Workflow:
+    nodes: dict[str, NodeInstance] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
+    layout: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = CURRENT_VERSION
+
+    # ---- queries -------------------------------------------------------------------------
+    def links_into(self, node_id: str) -> dict[str, Link]:
+        """The link feeding each input of `node_id`, by input name (last one wins if duplicated)."""
+        return {l.to_input: l for l in self.links if l.to_node == node_id}
+
+    def links_from(self, node_id: str) -> list[Link]:
+        return [l for l in self.links if l.from_node == node_id]
+
+    def copy(self) -> "Workflow":
+        return copy.deepcopy(self)
+
+    # ---- edits (the studio and the CLI overrides use these) ------------------------------
+    def add_node(self, node_type: str, inputs: dict[str, Any] | None = None,
+                 node_id: str | None = None, pos: tuple[float, float] | None = None) -> NodeInstance:
+        node_id = node_id or self.new_id(node_type)
+        if node_id in self.nodes:
+            raise WorkflowError(Problem("duplicate_node", "node id already exists", node_id, node_type))
+        node = NodeInstance(node_id, node_type, dict(inputs or {}))
+        self.nodes[node_id] = node
+        if pos is not None:
+            self.layout.setdefault("nodes", {}).setdefault(node_id, {})["pos"] = [pos[0], pos[1]]
+        return node
+
+    def remove_node(self, node_id: str) -> None:
+        self.nodes.pop(node_id, None)
+        self.links = [l for l in self.links if node_id not in (l.from_node, l.to_node)]
+        self.layout.get("nodes", {}).pop(node_id, None)
+
+    def connect(self, from_node: str, from_output: str, to_node: str, to_input: str) -> Link:
+        """Add a link, replacing any link already feeding that input."""
+        self.disconnect(to_node, to_input)
+        link = Link(from_node, from_output, to_node, to_input)
+        self.links.append(link)
+        return link
+
+    def disconnect(self, to_node: str, to_input: str) -> None:
+        self.links = [l for l in self.links if not (l.to_node == to_node and l.to_input == to_input)]
+
+    def new_id(self, hint: str = "node") -> str:
+        base = "".join(c for c in hint.lower() if c.isalnum() or c == "_") or "node"
+        n = 1
+        while f"{base}{n}" in self.nodes:
+            n += 1
+        return f"{base}{n}"
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": FORMAT_NAME, "version": self.version,
+                               "meta": copy.deepcopy(self.meta),
+                               "nodes": {nid: n.to_json() for nid, n in self.nodes.items()},
+                               "links": [l.to_json() for l in self.links],
+                               "layout": copy.deepcopy(self.layout)}
+        out.update(copy.deepcopy(self.extra))
+        return out
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(Path(path), self.dumps())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder, fsync, then replace: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---- parsing -----------------------------------------------------------------------------
+
+def load_workflow(source: str | Path, *, allow_newer: bool = False) -> Workflow:
+    """Read a workflow file. Raises only WorkflowError (unreadable file, bad JSON, bad shape)."""
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"cannot read workflow file: {exc}", source=str(path)) from None
+    return loads_workflow(text, source=str(path), allow_newer=allow_newer)
+
+
+def loads_workflow(text: str | bytes, *, source: str | None = None,
+                   allow_newer: bool = False) -> Workflow:
+    """Parse workflow JSON text. Raises only WorkflowError."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise WorkflowError(f"not valid JSON: {exc}", source=source) from None
+    return workflow_from_json(data, source=source, allow_newer=allow_newer)
+
+
+def workflow_from_json(data: Any, *, source: str | None = None,
+                       allow_newer: bool = False) -> Workflow:
+    """Build a Workflow from parsed JSON, migrating old versions. Raises only WorkflowError."""
+    try:
+        return _from_json(data, source, allow_newer)
+    except WorkflowError:
+        raise
+    except RecursionError:
+        raise WorkflowError("document is nested too deeply", source=source) from None
+    except Exception as exc:  # defensive: any surprise in a hostile file becomes a WorkflowError
+        raise WorkflowError(f"malformed workflow ({type(exc).__name__}: {exc})", source=source) from None
+
+
+def _from_json(data: Any, source: str | None, allow_newer: bool) -> Workflow:
+    if not isinstance(data, dict):
+        raise WorkflowError("the top level must be a JSON object", source=source)
+    if data.get("format") != FORMAT_NAME:
+        raise WorkflowError(f'"format" must be "{FORMAT_NAME}" (got {data.get("format")!r}); '
+                            "is this a Reelgraph workflow file?", source=source)
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise WorkflowError(f'"version" must be a positive integer (got {version!r})', source=source)
+    if version > CURRENT_VERSION and not allow_newer:
+        raise WorkflowError(Problem("newer_version",
+                                    f"saved by a newer Reelgraph (format version {version}); this "
+                                    f"build reads versions up to {CURRENT_VERSION}. Update Reelgraph, "
+                                    "or open it anyway: unknown parts are kept and saved back."),
+                            source=source)
+    data = migrate(copy.deepcopy(data), version)
+
+    problems: list[Problem] = []
+    nodes_json = data.get("nodes", {})
+    if not isinstance(nodes_json, dict):
+        problems.append(Problem("bad_shape", '"nodes" must be an object keyed by node id'))
+        nodes_json = {}
+    nodes: dict[str, NodeInstance] = {}
+    for nid, nj in nodes_json.items():
+        node = _parse_node(nid, nj, problems)
+        if node is not None:
+            nodes[nid] = node
+
+    links: list[Link] = []
+    links_json = data.get("links", [])
+    if not isinstance(links_json, list):
+        problems.append(Problem("bad_shape", '"links" must be a list'))
+        links_json = []
+    for i, lj in enumerate(links_json):
+        link = _parse_link(i, lj, problems)
+        if link is not None:
+            links.append(link)
+
+    layout = data.get("layout", {})
+    if not isinstance(layout, dict):
+        problems.append(Problem("bad_shape", '"layout" must be an object'))
+    meta = data.get("meta", {})
+    if not isinstance(meta, dict):
+        problems.append(Problem("bad_shape", '"meta" must be an object'))
+    if problems:
+        raise WorkflowError(problems, source=source)
+    extra = {k: v for k, v in data.items() if k not in _TOP_FIELDS}
+    return Workflow(nodes, links, layout, meta, extra, version=max(CURRENT_VERSION, version))
+
+
+def _parse_node(nid: str, nj: Any, problems: list[Problem]) -> NodeInstance | None:
+    if not nid or len(nid) > MAX_ID_LENGTH or any(ord(c) < 32 for c in nid):
+        problems.append(Problem("bad_id", f"node id {nid[:40]!r} must be 1-{MAX_ID_LENGTH} "
+                                "printable characters", node_id=nid[:40]))
+        return None
+    if not isinstance(nj, dict):
+        problems.append(Problem("bad_shape", "a node must be an object", node_id=nid))
+        return None
+    ntype = nj.get("type")
+    if not isinstance(ntype, str) or not ntype:
+        problems.append(Problem("bad_shape", '"type" must be a non-empty string', node_id=nid))
+        return None
+    inputs = nj.get("inputs", {})
+    if not isinstance(inputs, dict):
+        problems.append(Problem("bad_shape", '"inputs" must be an object keyed by input name',
+                                node_id=nid, node_type=ntype))
+        return None
+    mode = nj.get("mode", "normal")
+    if mode not in NODE_MODES:
+        problems.append(Problem("bad_value", f'"mode" must be one of {", ".join(NODE_MODES)}',
+                                node_id=nid, node_type=ntype))
+        return None
+    title = nj.get("title")
+    if title is not None and not isinstance(title, str):
+        problems.append(Problem("bad_shape", '"title" must be a string', node_id=nid, node_type=ntype))
+        return None
+    extra = {k: v for k, v in nj.items() if k not in _NODE_FIELDS}
+    return NodeInstance(nid, ntype, dict(inputs), mode, title, extra)
+
+
+def _parse_link(index: int, lj: Any, problems: list[Problem]) -> Link | None:
+    where = f"link #{index}"
+    if not isinstance(lj, dict) or not isinstance(lj.get("from"), dict) or not isinstance(lj.get("to"), dict):
+        problems.append(Problem("bad_link", f'{where} must be {{"from": {{"node", "output"}}, '
+                                '"to": {"node", "input"}}'))
+        return None
+    parts = (lj["from"].get("node"), lj["from"].get("output"), lj["to"].get("node"), lj["to"].get("input"))
+    if not all(isinstance(p, str) and p for p in parts):
+        node = parts[2] if isinstance(parts[2], str) else None
+        problems.append(Problem("bad_link", f"{where}: node ids and socket names must be non-empty "
+                                "strings", node_id=node))
+        return None
+    return Link(*parts)

@@ -1,0 +1,51 @@
+"""Named, ordered migrations of the workflow format. One step per version bump; old sample files
+live in tests/data/ so every step stays exercised.
+
+Version history:
+- 1: early format. Node positions lived inside each node (`"pos": [x, y]`), links were 4-element
+  lists `[from_node, from_output, to_node, to_input]`.
+- 2: layout moved to the `layout` side table (so it can never touch execution or cache keys);
+  links became objects, so they are recognised by name, never by shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+FORMAT_NAME = "reelgraph.workflow"
+CURRENT_VERSION = 2
+
+
+def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    layout = doc.setdefault("layout", {})
+    if not isinstance(layout, dict):
+        return doc  # leave it for the shape check to report
+    layout_nodes = layout.setdefault("nodes", {})
+    nodes = doc.get("nodes")
+    if isinstance(nodes, dict):
+        for nid, node in nodes.items():
+            if isinstance(node, dict):
+                for key in ("pos", "size", "color", "collapsed"):
+                    if key in node:
+                        layout_nodes.setdefault(nid, {})[key] = node.pop(key)
+    links = doc.get("links")
+    if isinstance(links, list):
+        doc["links"] = [
+            {"from": {"node": l[0], "output": l[1]}, "to": {"node": l[2], "input": l[3]}}
+            if isinstance(l, list) and len(l) == 4 else l
+            for l in links
+        ]
+    return doc
+
+
+# MIGRATIONS[v] turns a version-v document into a version-(v+1) document.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def migrate(doc: dict[str, Any], version: int) -> dict[str, Any]:
+    """Apply every step from `version` up to CURRENT_VERSION (newer documents pass unchanged)."""
+    while version < CURRENT_VERSION:
+        doc = MIGRATIONS[version](doc)
+        version += 1
+    doc["version"] = max(version, CURRENT_VERSION)
+    return doc
