@@ -1,0 +1,3 @@
+"""Reelgraph engine: graph documents, node registry, caching executor, worker process (no Qt)."""
+
+__version__ = "0.1.0"

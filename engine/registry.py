@@ -62,7 +62,10 @@ class NodeRegistry:
         package = importlib.import_module(package_name)
         count = self.register_module(package)
         for info in pkgutil.iter_modules(package.__path__, prefix=f"{package_name}."):
-            count += self.register_module(importlib.import_module(info.name))
+            try:
+                count += self.register_module(importlib.import_module(info.name))
+            except Exception as exc:  # one broken module must not hide every other node
+                self.pack_errors.append(f"{info.name}: {type(exc).__name__}: {exc}")
         return count
 
     def load_node_pack(self, folder: str | Path) -> int:
