@@ -1,0 +1,150 @@
+"""Devices, dtype policy and model offload.
+
+Invariants:
+- `pick_device()` is CUDA when present, else Apple MPS, else the CPU; the engine never assumes a
+  GPU. Noise and every value that crosses a link stay on the CPU (see engine.values); models move
+  their inputs to their own device and return float32 CPU tensors.
+- A `DTypePolicy` says how a model computes (`compute`) and how its weights are held (`storage`:
+  the compute dtype, or float8 weight storage upcast layer by layer where torch has float8).
+  Precision-critical modules (norms, timestep embedders, modulation tables) stay float32, as
+  diffusers keeps them when it loads in half precision.
+- Models live on the CPU when not in use; `on_device(module, device)` moves one to the device for
+  the duration of a call and back afterwards. It nests: an inner `on_device` for the device the
+  module is already on does nothing, so a sampler can hold a model on the GPU for a whole loop while
+  each `predict_velocity` call inside stays correct on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16", "fp8")
+_NAMED = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(prefer: str | torch.device | None = None) -> torch.device:
+    """The device to run models on: `prefer` when given ("cuda", "cuda:1", "cpu", "mps"; "auto" or
+    None choose), else CUDA, then MPS, then the CPU. Raises ValueError for an unavailable device."""
+    if prefer is not None and str(prefer) != "auto":
+        device = torch.device(prefer)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {prefer!r} was requested but CUDA is not available here; "
+                             "use 'auto' or 'cpu'")
+        if device.type == "mps" and not _mps_available():
+            raise ValueError(f"device {prefer!r} was requested but MPS is not available here")
+        return _normalise(device)
+    if torch.cuda.is_available():
+        return _normalise(torch.device("cuda"))
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _normalise(device: torch.device) -> torch.device:
+    """'cuda' -> 'cuda:N' (the current device), so devices compare equal to a parameter's."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def fp8_supported() -> bool:
+    """Whether this torch build has a float8 dtype for weight storage."""
+    return hasattr(torch, "float8_e4m3fn")
+
+
+@dataclass(frozen=True)
+class DTypePolicy:
+    """How a model computes and stores its weights."""
+
+    compute: torch.dtype = torch.float32
+    storage: torch.dtype | None = None  # e.g. torch.float8_e4m3fn; None = weights in `compute`
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.storage or self.compute
+
+    @property
+    def name(self) -> str:
+        base = {v: k for k, v in _NAMED.items()}[self.compute]
+        return f"fp8+{base}" if self.storage is not None else base
+
+
+def dtype_policy(choice: str = "auto", device: torch.device | str | None = None,
+                 kind: str = "dit") -> DTypePolicy:
+    """The policy for `choice` (one of DTYPE_CHOICES) on `device` for a model `kind`
+    ("dit", "vae", "text_encoder"). auto: bf16 on CUDA when supported (fp16 otherwise) for
+    transformers, fp32 for the VAE (its decoder is sensitive, and diffusers' Wan examples run it in
+    fp32), fp32 on the CPU and MPS."""
+    device = pick_device(device)
+    if choice not in DTYPE_CHOICES:
+        raise ValueError(f"unknown dtype {choice!r}; expected one of {', '.join(DTYPE_CHOICES)}")
+    half = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    if choice == "auto":
+        if device.type != "cuda" or kind == "vae":
+            return DTypePolicy(torch.float32)
+        return DTypePolicy(half)
+    if choice == "fp8":
+        if not fp8_supported():
+            raise ValueError("fp8 weight storage needs a torch build with float8 dtypes")
+        return DTypePolicy(half if device.type == "cuda" else torch.float32, torch.float8_e4m3fn)
+    if choice == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bf16; choose fp16 or fp32")
+    return DTypePolicy(_NAMED[choice])
+
+
+def apply_dtype_policy(module: torch.nn.Module, policy: DTypePolicy,
+                       keep_fp32: Sequence[str] = ()) -> torch.nn.Module:
+    """Cast `module`'s parameters for `policy`, one tensor at a time (peak memory: one extra
+    tensor, never a second copy of the model). Parameters whose dotted name contains one of
+    `keep_fp32` as a component become float32 (diffusers' `_keep_in_fp32_modules` rule). Buffers
+    (e.g. RoPE tables) are left as built. With float8 storage the weights are then held in float8
+    and upcast per layer by diffusers' layerwise casting hooks."""
+    keep = set(keep_fp32)
+    for name, param in module.named_parameters():
+        target = torch.float32 if keep.intersection(name.split(".")) else policy.compute
+        if param.is_floating_point() and param.dtype != target:
+            param.data = param.data.to(target)
+    if policy.storage is not None:
+        enable = getattr(module, "enable_layerwise_casting", None)
+        if enable is None:
+            raise ValueError(f"{type(module).__name__} does not support float8 weight storage")
+        enable(storage_dtype=policy.storage, compute_dtype=policy.compute)
+    return module
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); CPU for an empty module."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_device(module: torch.nn.Module, device: torch.device | str,
+              offload: bool = True) -> Iterator[torch.nn.Module]:
+    """Hold `module` on `device` inside the block; move it back to the CPU afterwards when
+    `offload` (and it was moved here). Nested uses for the same device cost nothing."""
+    target = _normalise(torch.device(device))
+    start = module_device(module)
+    if start == target:
+        yield module
+        return
+    module.to(target)
+    try:
+        yield module
+    finally:
+        if offload:
+            module.to(start)
+            if target.type == "cuda":
+                torch.cuda.empty_cache()  # let the next model use the memory this one held

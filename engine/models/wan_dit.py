@@ -1,0 +1,300 @@
+"""The Wan diffusion transformer: key conversion, loading, and the `DiffusionModel` wrapper.
+
+The architecture is diffusers' `WanTransformer3DModel`; Reelgraph owns the loading around it:
+checkpoints in Wan's original layout (and ComfyUI's prefixed copy of it) are renamed to diffusers
+names with the tables below, the config is inferred from tensor shapes (engine.models.detect), and
+the weights load strictly: a missing or unexpected tensor is an error naming the file, never a
+silently random layer.
+
+Invariants of `WanDiT.predict_velocity`:
+- Inputs and output are float32 CPU tensors (B, C, T, H, W); the module runs on its device/dtype.
+- A timestep is (B,) for the whole clip or (B, T) per latent frame; per-frame values are expanded
+  to every token of their frame (Wan 2.2 TI2V conditioning: known frames get t = 0).
+- Padded text tokens (mask 0) are zeroed, as Wan's pipeline does, since the model attends to the
+  whole context without a mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+
+from engine.devices import DTypePolicy, apply_dtype_policy, dtype_policy, on_device, pick_device
+from engine.errors import NodeError
+from engine.models.detect import TEXT_CONTEXT_LEN, Detection, detect_wan_dit
+from engine.models.interfaces import ModelInfo
+from engine.models.safe_load import ModelLoadError, file_sha256, load_state_dict, read_metadata
+
+# Original (Wan repo) module names -> diffusers names. Entries are matched against the part of a
+# key before its final ".weight"/".bias", or against the whole key for bare parameters.
+TOP_LEVEL_NAMES = {
+    "patch_embedding": "patch_embedding",
+    "text_embedding.0": "condition_embedder.text_embedder.linear_1",
+    "text_embedding.2": "condition_embedder.text_embedder.linear_2",
+    "time_embedding.0": "condition_embedder.time_embedder.linear_1",
+    "time_embedding.2": "condition_embedder.time_embedder.linear_2",
+    "time_projection.1": "condition_embedder.time_proj",
+    "head.head": "proj_out",
+    "head.modulation": "scale_shift_table",
+    "img_emb.proj.0": "condition_embedder.image_embedder.norm1",
+    "img_emb.proj.1": "condition_embedder.image_embedder.ff.net.0.proj",
+    "img_emb.proj.3": "condition_embedder.image_embedder.ff.net.2",
+    "img_emb.proj.4": "condition_embedder.image_embedder.norm2",
+    "img_emb.emb_pos": "condition_embedder.image_embedder.pos_embed",
+}
+# Inside `blocks.N.`. Wan applies its norms in the order norm1, norm3 (cross-attention, affine),
+# norm2; diffusers numbers them in call order, so Wan's norm3 is diffusers' norm2.
+BLOCK_NAMES = {
+    "self_attn.q": "attn1.to_q",
+    "self_attn.k": "attn1.to_k",
+    "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0",
+    "self_attn.norm_q": "attn1.norm_q",
+    "self_attn.norm_k": "attn1.norm_k",
+    "cross_attn.q": "attn2.to_q",
+    "cross_attn.k": "attn2.to_k",
+    "cross_attn.v": "attn2.to_v",
+    "cross_attn.o": "attn2.to_out.0",
+    "cross_attn.norm_q": "attn2.norm_q",
+    "cross_attn.norm_k": "attn2.norm_k",
+    "cross_attn.k_img": "attn2.add_k_proj",
+    "cross_attn.v_img": "attn2.add_v_proj",
+    "cross_attn.norm_k_img": "attn2.norm_added_k",
+    "norm3": "norm2",
+    "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
+    "modulation": "scale_shift_table",
+}
+_BLOCK_KEY = re.compile(r"^(blocks\.\d+\.)(.+)$")
+
+
+def _rename(key: str, top: Mapping[str, str], block: Mapping[str, str]) -> str | None:
+    """`key` renamed by the tables, or None when no entry covers it."""
+    match = _BLOCK_KEY.match(key)
+    head, rest, table = (match.group(1), match.group(2), block) if match else ("", key, top)
+    if rest in table:  # a bare parameter such as head.modulation
+        return head + table[rest]
+    module, _, param = rest.rpartition(".")
+    if module in table:
+        return f"{head}{table[module]}.{param}"
+    return None
+
+
+def _convert(state: Mapping[str, torch.Tensor], top: Mapping[str, str], block: Mapping[str, str],
+             source: Any) -> dict[str, torch.Tensor]:
+    out, unknown = {}, []
+    for key, value in state.items():
+        new = _rename(key, top, block)
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise ModelLoadError(source, f"{len(unknown)} tensors of this Wan DiT have no known "
+                                     f"counterpart, e.g. {', '.join(sorted(unknown)[:4])}")
+    return out
+
+
+def original_to_diffusers(state: Mapping[str, torch.Tensor], source: Any = "<state dict>") -> dict[str, torch.Tensor]:
+    """Rename a Wan-original DiT state dict (no prefix) to diffusers keys."""
+    return _convert(state, TOP_LEVEL_NAMES, BLOCK_NAMES, source)
+
+
+def diffusers_to_original(state: Mapping[str, torch.Tensor], source: Any = "<state dict>") -> dict[str, torch.Tensor]:
+    """Rename a diffusers DiT state dict to Wan's original keys (inverse of original_to_diffusers)."""
+    top = {v: k for k, v in TOP_LEVEL_NAMES.items()}
+    block = {v: k for k, v in BLOCK_NAMES.items()}
+    return _convert(state, top, block, source)
+
+
+def to_diffusers(state: Mapping[str, torch.Tensor], detection: Detection,
+                 source: Any = "<state dict>") -> dict[str, torch.Tensor]:
+    """Any supported layout -> diffusers keys (prefix stripped, original names converted)."""
+    n = len(detection.prefix)
+    stripped = {k[n:]: v for k, v in state.items()} if n else dict(state)
+    if detection.layout == "diffusers":
+        return stripped
+    return original_to_diffusers(stripped, source)
+
+
+# ---- the wrapper ------------------------------------------------------------------------------
+
+class WanDiT:
+    """A loaded Wan DiT satisfying `engine.models.interfaces.DiffusionModel`."""
+
+    def __init__(self, module: torch.nn.Module, info: ModelInfo, variant: str,
+                 device: torch.device, policy: DTypePolicy, offload: bool = True):
+        cfg = module.config
+        self.module = module
+        self.info = info
+        self.variant = variant  # "t2v" | "i2v" | "flf2v" | "ti2v"
+        self.in_channels = int(cfg.in_channels)
+        self.out_channels = int(cfg.out_channels)
+        self.text_dim = int(cfg.text_dim)
+        self.patch_size = tuple(int(p) for p in cfg.patch_size)  # (t, h, w)
+        self.needs_image_embeds = cfg.image_dim is not None  # Wan 2.1 I2V/FLF2V: CLIP image tokens
+        self.device = device
+        self.policy = policy
+        self.offload = offload
+
+    def __repr__(self) -> str:
+        return f"WanDiT({self.info.family}, {self.info.path!r}, {self.policy.name} on {self.device})"
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator["WanDiT"]:
+        """Keep the weights on the device for a whole sampling loop."""
+        with on_device(self.module, self.device, self.offload):
+            yield self
+
+    @torch.no_grad()
+    def predict_velocity(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                         context_mask: torch.Tensor | None = None,
+                         image_latent: torch.Tensor | None = None,
+                         image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow-matching velocity (see DiffusionModel). `image_embeds` (B, N, image_dim) are the
+        CLIP image tokens that Wan 2.1 I2V/FLF2V models (with an `img_emb`) need."""
+        if image_latent is not None:
+            x = torch.cat([x, image_latent.to(x.dtype)], dim=1)  # (B, C + C', T, H, W)
+        self._check_input(x)
+        batch, _, frames, height, width = x.shape
+        t = self._token_timesteps(timestep, batch, frames, height, width)
+        ctx = self._context(context, context_mask, batch)
+        if self.needs_image_embeds and image_embeds is None:
+            raise NodeError(f"{self.info.family} model {Path(self.info.path).name} needs CLIP image "
+                            "embeddings (image_embeds) besides the image latent")
+        with on_device(self.module, self.device, self.offload):
+            dtype = self.policy.compute
+            out = self.module(
+                hidden_states=x.to(self.device, dtype),
+                timestep=t.to(self.device, torch.float32),
+                encoder_hidden_states=ctx.to(self.device, dtype),
+                encoder_hidden_states_image=(image_embeds.to(self.device, dtype)
+                                             if self.needs_image_embeds else None),
+                return_dict=False,
+            )[0]
+        return out.float().cpu()  # (B, out_channels, T, H, W)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 5:
+            raise NodeError(f"the DiT expects latents (B, C, T, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            extra = self.in_channels - x.shape[1]
+            hint = (f"; this {self.variant.upper()} model needs image_latent with {extra} more "
+                    "channels (mask + encoded image)" if extra > 0 else "")
+            raise NodeError(f"{self.info.family} model takes {self.in_channels} input channels, got "
+                            f"{x.shape[1]}{hint}")
+        for size, p, axis in zip(x.shape[2:], self.patch_size, ("frames", "height", "width")):
+            if size % p:
+                raise NodeError(f"latent {axis} {size} is not a multiple of the DiT patch size {p}")
+
+    def _token_timesteps(self, timestep: torch.Tensor | float, batch: int, frames: int,
+                         height: int, width: int) -> torch.Tensor:
+        """(B,) stays (B,); (B, T) per latent frame -> (B, tokens) for diffusers' per-token path."""
+        t = torch.as_tensor(timestep, dtype=torch.float32)
+        if t.ndim == 0:
+            return t.expand(batch).clone()
+        if t.ndim == 1:
+            return t.expand(batch).clone() if t.shape[0] == 1 else t
+        pt, ph, pw = self.patch_size
+        if t.shape != (batch, frames):
+            raise NodeError(f"per-frame timesteps must be (B, T) = {(batch, frames)}, got {tuple(t.shape)}")
+        per_patch_frame = t[:, ::pt]  # (B, T / pt): a temporal patch takes its first frame's time
+        tokens_per_frame = (height // ph) * (width // pw)
+        return per_patch_frame.repeat_interleave(tokens_per_frame, dim=1)  # (B, T/pt * H/ph * W/pw)
+
+    def _context(self, context: torch.Tensor, mask: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if context.ndim != 3 or context.shape[-1] != self.text_dim:
+            raise NodeError(f"the DiT expects text embeddings (B, L, {self.text_dim}), got "
+                            f"{tuple(context.shape)}; use a text encoder of width {self.text_dim}")
+        if context.shape[0] != batch:
+            context = context.expand(batch, -1, -1)
+        if mask is not None:
+            context = context * mask.to(context.dtype).reshape(-1, context.shape[1], 1)
+        if self.needs_image_embeds:
+            # diffusers splits image tokens off a context of exactly 512 text tokens
+            length = context.shape[1]
+            if length > TEXT_CONTEXT_LEN:
+                raise NodeError(f"this model takes at most {TEXT_CONTEXT_LEN} text tokens, got {length}")
+            context = torch.nn.functional.pad(context, (0, 0, 0, TEXT_CONTEXT_LEN - length))
+        return context
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+def config_overrides(path: Path, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Config facts not visible in shapes: a model folder's config.json, then a JSON "config"
+    entry in safetensors metadata, then the caller's `extra` (each later one wins)."""
+    merged: dict[str, Any] = {}
+    if path.is_dir() and (path / "config.json").is_file():
+        try:
+            merged.update(json.loads((path / "config.json").read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(path / "config.json", f"unreadable config.json ({exc})") from None
+    meta = read_metadata(path).get("config")
+    if meta:
+        try:
+            merged.update(json.loads(meta))
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(path, f"its metadata 'config' entry is not JSON ({exc})") from None
+    merged.update(extra or {})
+    return merged
+
+
+def build_strict(cls: type, config: Mapping[str, Any], state: dict[str, torch.Tensor],
+                 source: Any) -> torch.nn.Module:
+    """`cls(**config)` without random init (parameters on the meta device), then the state dict
+    loaded strictly; a mismatch is a ModelLoadError naming the file and the first keys at fault."""
+    from accelerate import init_empty_weights  # a diffusers dependency
+
+    with init_empty_weights():  # parameters on meta; buffers (RoPE tables) built for real
+        module = cls(**config)
+    expected = set(module.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise ModelLoadError(source, f"its tensors do not match a {cls.__name__} of the detected "
+                                     f"config: {'; '.join(parts)}")
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModelLoadError(source, f"tensor shapes do not match the detected config: "
+                                     f"{str(exc).strip().splitlines()[-1].strip()}") from None
+    return module.eval().requires_grad_(False)
+
+
+def load_dit(path: Path | str, device: torch.device | str | None = None,
+             dtype: str | DTypePolicy | None = None, config: Mapping[str, Any] | None = None,
+             offload: bool = True, compute_hash: bool = True) -> WanDiT:
+    """Load a Wan DiT from a .safetensors/.pt file or a diffusers folder, in any supported layout.
+
+    device: where it computes (default `pick_device()`); the weights wait on the CPU between calls
+    when `offload`. dtype: a DTYPE_CHOICES name or a DTypePolicy (default "auto").
+    config: overrides for what shapes cannot tell (e.g. {"num_attention_heads": 4}).
+    """
+    from diffusers import WanTransformer3DModel
+
+    path = Path(path)
+    state = load_state_dict(path)
+    detection = detect_wan_dit(state, path, config_overrides(path, config))
+    state = to_diffusers(state, detection, path)
+    module = build_strict(WanTransformer3DModel, detection.config, state, path)
+    device = pick_device(device)
+    policy = dtype if isinstance(dtype, DTypePolicy) else dtype_policy(dtype or "auto", device, "dit")
+    apply_dtype_policy(module, policy, WanTransformer3DModel._keep_in_fp32_modules or ())
+    info = ModelInfo(path=str(path), family=detection.family, layout=detection.layout,
+                     sha256=file_sha256(path) if compute_hash else "",
+                     config=_jsonable(detection.config))
+    return WanDiT(module, info, detection.variant, device, policy, offload)
+
+
+def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
