@@ -1,0 +1,187 @@
+"""T5 / UMT5 encoder checkpoints in a single file: key layouts, conversion and config from shapes.
+
+Layouts recognised (any common prefix such as `model.` or `text_encoders.t5xxl.transformer.` is
+stripped first):
+- "comfyui": Hugging Face keys (`shared.weight`, `encoder.block.N.layer.0.SelfAttention.q.weight`,
+  `encoder.final_layer_norm.weight`), as ComfyUI's umt5_xxl_*.safetensors files use; ComfyUI's
+  "scaled fp8" files (`scaled_fp8` marker, per-weight `.scale_weight`) are dequantized on load.
+- "original": Wan's own T5 (wan/modules/t5.py: `token_embedding.weight`, `blocks.N.attn.q.weight`,
+  `blocks.N.ffn.{gate.0,fc1,fc2}.weight`, `blocks.N.pos_embedding.embedding.weight`, `norm.weight`).
+
+Wan's feed-forward is `fc2(fc1(x) * gelu_tanh(gate(x)))`, which is HF's gated-gelu
+`wo(gelu_new(wi_0(x)) * wi_1(x))`: gate -> wi_0, fc1 -> wi_1, fc2 -> wo. A relative-position table in
+every block means UMT5 (Wan's umt5-xxl); one shared table in block 0 means classic T5.
+
+Invariant: `parse_t5_checkpoint` returns HF encoder keys only (decoder/head weights dropped), with
+`encoder.embed_tokens.weight` tied to `shared.weight`, or raises ModelLoadError naming what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.models.safe_load import ModelLoadError
+
+_HF_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
+_WAN_PROBE = "blocks.0.attn.q.weight"
+
+# Wan original -> HF, matched against the whole key (after the prefix is stripped).
+_WAN_TO_HF: list[tuple[re.Pattern[str], str]] = [(re.compile(a), b) for a, b in [
+    (r"token_embedding\.weight", "shared.weight"),
+    (r"norm\.weight", "encoder.final_layer_norm.weight"),
+    (r"pos_embedding\.embedding\.weight",
+     "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+    (r"blocks\.(\d+)\.norm1\.weight", r"encoder.block.\1.layer.0.layer_norm.weight"),
+    (r"blocks\.(\d+)\.attn\.([qkvo])\.weight", r"encoder.block.\1.layer.0.SelfAttention.\2.weight"),
+    (r"blocks\.(\d+)\.pos_embedding\.embedding\.weight",
+     r"encoder.block.\1.layer.0.SelfAttention.relative_attention_bias.weight"),
+    (r"blocks\.(\d+)\.norm2\.weight", r"encoder.block.\1.layer.1.layer_norm.weight"),
+    (r"blocks\.(\d+)\.ffn\.gate\.0\.weight", r"encoder.block.\1.layer.1.DenseReluDense.wi_0.weight"),
+    (r"blocks\.(\d+)\.ffn\.fc1\.weight", r"encoder.block.\1.layer.1.DenseReluDense.wi_1.weight"),
+    (r"blocks\.(\d+)\.ffn\.fc2\.weight", r"encoder.block.\1.layer.1.DenseReluDense.wo.weight"),
+]]
+
+
+@dataclass
+class T5Checkpoint:
+    """An encoder state dict in HF keys plus the architecture read off its shapes."""
+
+    state: dict[str, torch.Tensor]
+    layout: str  # "comfyui" | "original"
+    family: str  # "t5" | "umt5"
+    vocab_size: int
+    d_model: int
+    d_kv: int
+    num_heads: int
+    d_ff: int
+    num_layers: int
+    num_buckets: int
+    gated: bool  # gated-gelu (T5 v1.1, UMT5) vs relu (T5 v1.0)
+    spiece_model: bytes | None = None  # tokenizer embedded in the file, if any
+    source: str = "checkpoint"  # the file, for error messages
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"vocab_size": self.vocab_size, "d_model": self.d_model, "d_kv": self.d_kv,
+                "num_heads": self.num_heads, "d_ff": self.d_ff, "num_layers": self.num_layers,
+                "relative_attention_num_buckets": self.num_buckets,
+                "feed_forward_proj": "gated-gelu" if self.gated else "relu"}
+
+    def hf_config(self) -> Any:
+        from transformers import T5Config, UMT5Config
+
+        cls = UMT5Config if self.family == "umt5" else T5Config
+        return cls(**self.config_dict(), is_encoder_decoder=False, use_cache=False,
+                   dropout_rate=0.0)
+
+    def build_model(self, dtype: torch.dtype) -> torch.nn.Module:
+        """The transformers encoder with these weights (built on the meta device: no double copy)."""
+        from transformers import T5EncoderModel, UMT5EncoderModel
+
+        cls = UMT5EncoderModel if self.family == "umt5" else T5EncoderModel
+        with torch.device("meta"):
+            model = cls(self.hf_config())
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state.items()}
+        state["encoder.embed_tokens.weight"] = state["shared.weight"]
+        result = model.load_state_dict(state, strict=False, assign=True)
+        left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if left or result.unexpected_keys:
+            raise ModelLoadError(self.source, f"the T5 weights do not fit the architecture inferred "
+                                              f"from their shapes: missing {left[:5]}, unexpected "
+                                              f"{list(result.unexpected_keys)[:5]}")
+        return model.eval()
+
+
+def _find_prefix(keys: list[str], probe: str) -> str | None:
+    hits = [k[: -len(probe)] for k in keys if k.endswith(probe)]
+    hits = [p for p in hits if p == "" or p.endswith(".")]
+    return min(hits, key=len) if hits else None
+
+
+def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo ComfyUI's scaled fp8 (weight * scale_weight) and upcast any other fp8 tensor."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith((".scale_weight", ".scale_input")) or key == "scaled_fp8":
+            continue
+        scale = state.get(key[: -len("weight")] + "scale_weight") if key.endswith("weight") else None
+        if scale is not None:
+            value = value.float() * scale.float()
+        elif value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            value = value.float()
+        out[key] = value
+    return out
+
+
+def _wan_to_hf(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state.items():
+        for pattern, target in _WAN_TO_HF:
+            if pattern.fullmatch(key):
+                out[pattern.sub(target, key)] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown and not any(k.startswith(("decoder.", "head.")) for k in unknown):
+        raise ModelLoadError(source, f"unexpected keys for Wan's T5 encoder: {unknown[:5]}")
+    return out
+
+
+def parse_t5_checkpoint(state: dict[str, torch.Tensor], source: str = "checkpoint") -> T5Checkpoint:
+    """Detect the layout of a single-file T5/UMT5 encoder, convert to HF keys, infer its config."""
+    keys = list(state)
+    spiece_key = next((k for k in keys if k.endswith("spiece_model")), None)
+    spiece = bytes(state[spiece_key].to(torch.uint8).flatten().tolist()) if spiece_key else None
+    hf_prefix, wan_prefix = _find_prefix(keys, _HF_PROBE), _find_prefix(keys, _WAN_PROBE)
+    if hf_prefix is not None:
+        layout, prefix = "comfyui", hf_prefix
+    elif wan_prefix is not None:
+        layout, prefix = "original", wan_prefix
+    else:
+        raise ModelLoadError(
+            source, f"not a T5/UMT5 text encoder: found neither {_HF_PROBE!r} (HF/ComfyUI) nor "
+            f"{_WAN_PROBE!r} (Wan) among its {len(keys)} keys (first: {keys[:3]}). "
+            "BERT-family encoders must be given as a model folder with config.json.")
+    stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if layout == "original" and "token_embedding.weight" not in stripped \
+            and "token_embedding.weight" in state:  # full Wan T5Model: embedding sits at the top
+        stripped["token_embedding.weight"] = state["token_embedding.weight"]
+    stripped = _dequantize({k: v for k, v in stripped.items() if not k.endswith("spiece_model")})
+    hf = _wan_to_hf(stripped, source) if layout == "original" else stripped
+    hf = {k: v for k, v in hf.items() if k.startswith(("shared.", "encoder."))}
+    if "shared.weight" not in hf and "encoder.embed_tokens.weight" in hf:
+        hf["shared.weight"] = hf["encoder.embed_tokens.weight"]
+    hf.pop("encoder.embed_tokens.weight", None)  # re-tied to shared.weight when building
+    return _infer(hf, layout, spiece, source)
+
+
+def _infer(hf: dict[str, torch.Tensor], layout: str, spiece: bytes | None, source: str
+           ) -> T5Checkpoint:
+    def need(key: str) -> torch.Tensor:
+        if key not in hf:
+            raise ModelLoadError(source, f"T5 encoder weight {key!r} is missing (truncated or not "
+                                         "a T5 encoder file)")
+        return hf[key]
+
+    vocab_size, d_model = need("shared.weight").shape
+    blocks = {int(m.group(1)) for k in hf if (m := re.match(r"encoder\.block\.(\d+)\.", k))}
+    num_layers = max(blocks) + 1
+    if sorted(blocks) != list(range(num_layers)):
+        raise ModelLoadError(source, f"encoder blocks are not numbered 0..{num_layers - 1}")
+    bias_key = "encoder.block.{}.layer.0.SelfAttention.relative_attention_bias.weight"
+    num_buckets, num_heads = need(bias_key.format(0)).shape
+    inner = need("encoder.block.0.layer.0.SelfAttention.q.weight").shape[0]
+    gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in hf
+    d_ff = need("encoder.block.0.layer.1.DenseReluDense."
+                + ("wi_0" if gated else "wi") + ".weight").shape[0]
+    need("encoder.final_layer_norm.weight")
+    per_block_bias = num_layers > 1 and bias_key.format(1) in hf
+    return T5Checkpoint(state=hf, layout=layout, family="umt5" if per_block_bias else "t5",
+                        vocab_size=int(vocab_size), d_model=int(d_model), d_kv=int(inner // num_heads),
+                        num_heads=int(num_heads), d_ff=int(d_ff), num_layers=num_layers,
+                        num_buckets=int(num_buckets), gated=gated, spiece_model=spiece,
+                        source=source)
