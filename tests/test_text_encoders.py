@@ -311,3 +311,19 @@ def test_minilm_similarity_ordering(minilm):
     # padded positions carry nothing
     n = int(mask[0].sum())
     assert torch.all(embeds[0, n:] == 0) and n == 11
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_stays_close_and_returns_float32(tmp_path, umt5, spm_model, dtype):
+    shutil.copy(spm_model, tmp_path / "spiece.model")
+    save_file(plain(umt5.state_dict()), tmp_path / "u.safetensors")
+    enc = load_text_encoder(tmp_path / "u.safetensors", device="cpu", dtype=dtype, max_length=MAX_LEN)
+    held = {n: p.dtype for n, p in enc.model.named_parameters()}
+    assert held["encoder.block.0.layer.0.SelfAttention.q.weight"] == \
+        {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    # transformers' rule: T5's `wo` stays float32 under fp16
+    wo = held["encoder.block.0.layer.1.DenseReluDense.wo.weight"]
+    assert wo == (torch.float32 if dtype == "fp16" else torch.bfloat16)
+    embeds, mask = enc.encode(PROMPTS)
+    assert embeds.dtype == torch.float32
+    torch.testing.assert_close(embeds, reference(umt5, enc, PROMPTS), atol=0.1, rtol=0.05)

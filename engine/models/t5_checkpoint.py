@@ -84,7 +84,10 @@ class T5Checkpoint:
         cls = UMT5EncoderModel if self.family == "umt5" else T5EncoderModel
         with torch.device("meta"):
             model = cls(self.hf_config())
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.state.items()}
+        # fp16 overflows in T5's output projections; transformers keeps `wo` in fp32 there too.
+        keep = set(cls._keep_in_fp32_modules or ()) if dtype == torch.float16 else set()
+        state = {k: v.to(torch.float32 if keep.intersection(k.split(".")) else dtype)
+                 if v.is_floating_point() else v for k, v in self.state.items()}
         state["encoder.embed_tokens.weight"] = state["shared.weight"]
         result = model.load_state_dict(state, strict=False, assign=True)
         left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import torch
 
+from engine.devices import on_device, pick_device, dtype_policy
 from engine.models.interfaces import ModelInfo
 from engine.models.safe_load import ModelLoadError, file_sha256, load_state_dict
 from engine.models.t5_checkpoint import T5Checkpoint, parse_t5_checkpoint
@@ -41,7 +42,7 @@ from engine.models.t5_checkpoint import T5Checkpoint, parse_t5_checkpoint
 BUNDLED_MINILM = "all-MiniLM-L6-v2 (bundled)"
 T5_FAMILIES = ("t5", "mt5", "umt5")
 T5_DEFAULT_MAX_LENGTH = 512  # Wan's text_len
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -172,7 +173,7 @@ class TransformersTextEncoder:
     """A transformers encoder plus tokenizer, satisfying engine.models.interfaces.TextEncoderModel.
 
     `offload=True` keeps the weights on the CPU between calls and moves them to `device` only
-    while encoding, so a large T5 does not hold GPU memory the DiT needs.
+    while encoding (engine.devices.on_device), so a large T5 does not hold GPU memory the DiT needs.
     """
 
     model: torch.nn.Module
@@ -186,14 +187,9 @@ class TransformersTextEncoder:
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [" ".join(str(t).split()) for t in texts]  # Wan's whitespace clean-up
         ids, mask = self.tokenizer(texts, self.max_length)  # (B, L), (B, L)
-        self.model.to(self.device)
-        try:
-            with torch.inference_mode():
-                out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+        with on_device(self.model, self.device, offload=self.offload), torch.inference_mode():
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
             hidden = out.last_hidden_state.float().cpu()  # (B, L, D)
-        finally:
-            if self.offload:
-                self.model.to("cpu")
         hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)  # padded positions are exactly zero
         return hidden, mask
 
@@ -210,21 +206,16 @@ def mean_pool(embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (embeds * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def pick_dtype(family: str, device: torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
-    """fp32 on the CPU; on an accelerator T5-family runs in bf16 (as Wan does), others in fp16."""
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
+    """The compute dtype: engine.devices' policy for text encoders (fp32 on the CPU, bf16 on CUDA
+    where supported, as Wan runs its T5). fp8 storage is a diffusers feature, not offered here."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype and dtype != "auto":
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected auto, {', '.join(DTYPES)}")
-        return DTYPES[dtype]
-    if device.type == "cpu":
-        return torch.float32
-    return torch.bfloat16 if family in T5_FAMILIES else torch.float16
+    choice = dtype or "auto"
+    if choice not in DTYPE_CHOICES:
+        raise ValueError(f"unknown text encoder dtype {choice!r}; expected one of "
+                         f"{', '.join(DTYPE_CHOICES)}")
+    return dtype_policy(choice, device, kind="text_encoder").compute
 
 
 def load_text_encoder(path: Path | str, device: torch.device | str | None = None,
@@ -236,7 +227,7 @@ def load_text_encoder(path: Path | str, device: torch.device | str | None = None
     sentence encoder's own limit for BERT-family ones. Raises ModelLoadError naming the file and fix.
     """
     path = Path(path)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = pick_device(device)
     if not path.exists():
         raise ModelLoadError(path, "the file or folder does not exist")
     if path.is_dir():
@@ -257,7 +248,7 @@ def _load_folder(folder: Path, dev: torch.device, dtype: Any, max_length: int | 
         raise ModelLoadError(folder, "not a model folder (no config.json)")
     config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
     family = config.model_type
-    torch_dtype = pick_dtype(family, dev, dtype)
+    torch_dtype = pick_dtype(dev, dtype)
     if family in T5_FAMILIES:
         cls = {"t5": transformers.T5EncoderModel, "mt5": transformers.MT5EncoderModel,
                "umt5": transformers.UMT5EncoderModel}[family]
@@ -302,7 +293,7 @@ def _load_single_file(path: Path, dev: torch.device, dtype: Any, max_length: int
     state = load_state_dict(path)
     ckpt: T5Checkpoint = parse_t5_checkpoint(state, source=str(path))
     tokenizer = find_tokenizer(path, ckpt.spiece_model)
-    torch_dtype = pick_dtype(ckpt.family, dev, dtype)
+    torch_dtype = pick_dtype(dev, dtype)
     model = ckpt.build_model(torch_dtype)
     info = ModelInfo(path=str(path), family=ckpt.family, layout=ckpt.layout,
                      config=ckpt.config_dict())
