@@ -1,0 +1,184 @@
+"""I/O nodes: load images and videos, save them with the workflow embedded, and preview.
+
+Inputs that name user files take a path relative to the input folder (settings "input_dir") or an
+absolute path; they only read. Every file written goes through the context's confined output
+paths, so nothing lands outside the output folder whatever a graph file says. Saved files embed
+the workflow and the run's provenance (engine.media), so dropping one on the canvas restores its
+graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine import media
+from engine.context import ExecutionContext
+from engine.errors import NodeError
+from engine.schema import Input, NodeSpec, NodeType, Output
+from engine.sockets import SocketType as T
+from engine.values import Video
+
+PREVIEW_MAX_SIDE = 512  # pixels: previews are for the studio's panel, not for keeping
+PREVIEW_MAX_IMAGES = 16
+
+
+def resolve_input(ctx: ExecutionContext, value: str, input_name: str) -> Path:
+    """A user file named by an absolute path or a path relative to the input folder."""
+    if not isinstance(value, str) or not value.strip():
+        raise NodeError("no file chosen; pick a file or type its path", input=input_name)
+    path = Path(value.strip()).expanduser()
+    if not path.is_absolute():
+        path = Path(ctx.settings.get("input_dir") or ".") / path
+    if not path.is_file():
+        raise NodeError(f"file not found: {path} (relative paths are read from the input "
+                        "folder, settings 'input_dir')", input=input_name)
+    return path
+
+
+def _embedded(ctx: ExecutionContext) -> dict[str, Any]:
+    return {"workflow": ctx.workflow_json or None, "provenance": dict(ctx.provenance)}
+
+
+class LoadImage(NodeType):
+    """Load an image file (PNG, JPEG, WebP, ...) as IMAGE: RGB in [0, 1], alpha dropped, EXIF
+    rotation applied. Relative paths are read from the input folder."""
+
+    spec = NodeSpec(
+        name="LoadImage", category="io", description=__doc__,
+        inputs=(Input("image", T.STRING, "", file_kind="input",
+                      tooltip="image file: absolute, or relative to the input folder"),),
+        outputs=(Output("image", T.IMAGE),),
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, image: str) -> dict[str, Any]:
+        return {"image": media.read_image(resolve_input(ctx, image, "image"))}
+
+
+class LoadVideo(NodeType):
+    """Load a video or animated image (mp4, webm, mov, mkv, GIF, WebP) as VIDEO with the file's
+    frame rate. `max_frames` keeps only the first frames (0 = all)."""
+
+    spec = NodeSpec(
+        name="LoadVideo", category="io", description=__doc__,
+        inputs=(Input("video", T.STRING, "", file_kind="input",
+                      tooltip="video file: absolute, or relative to the input folder"),
+                Input("max_frames", T.INT, 0, min=0, max=100_000,
+                      tooltip="read at most this many frames from the start (0 = all)")),
+        outputs=(Output("video", T.VIDEO),),
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, video: str, max_frames: int) -> dict[str, Any]:
+        path = resolve_input(ctx, video, "video")
+        ctx.progress(0.0, f"decoding {path.name}")
+        return {"video": media.read_video(path, max_frames=max_frames or None)}
+
+
+class SaveImage(NodeType):
+    """Save each image of a batch as PNG in the output folder (prefix_00001.png, ...), with the
+    workflow and provenance embedded; drop one on the canvas to get its graph back."""
+
+    spec = NodeSpec(
+        name="SaveImage", category="io", description=__doc__,
+        inputs=(Input("images", T.IMAGE),
+                Input("filename_prefix", T.STRING, "reelgraph",
+                      tooltip="file name start; may include sub-folders of the output folder")),
+        is_output=True,
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, images: torch.Tensor, filename_prefix: str) -> dict[str, Any]:
+        chunks = media.metadata_text(**_embedded(ctx))
+        batch = _as_image_batch(images, "images")
+        for i in range(batch.shape[0]):
+            path = ctx.unique_output_path(filename_prefix, ".png")
+            media.write_png(path, batch[i], chunks)
+            ctx.register_output(path)
+            ctx.progress((i + 1) / batch.shape[0])
+        return {}
+
+
+class SaveVideo(NodeType):
+    """Encode a VIDEO into the output folder as mp4 (H.264), webm (VP9), GIF or animated WebP,
+    at its exact frame rate, with the workflow and provenance embedded in the file. `crf` sets
+    mp4/webm quality (lower is better, ~18-28 typical); GIF and WebP ignore it. Odd sizes are
+    padded by one edge pixel for mp4/webm."""
+
+    spec = NodeSpec(
+        name="SaveVideo", category="io", description=__doc__,
+        inputs=(Input("video", T.VIDEO),
+                Input("filename_prefix", T.STRING, "reelgraph",
+                      tooltip="file name start; may include sub-folders of the output folder"),
+                Input("format", T.STRING, "mp4", choices=tuple(media.VIDEO_FORMATS)),
+                Input("crf", T.INT, 19, min=0, max=63,
+                      tooltip="mp4/webm constant quality: lower is better and larger")),
+        is_output=True,
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, video: Video, filename_prefix: str, format: str,
+                crf: int) -> dict[str, Any]:
+        if not isinstance(video, Video):
+            raise NodeError(f"expected a VIDEO, got {type(video).__name__}", input="video")
+        path = ctx.unique_output_path(filename_prefix, media.VIDEO_FORMATS[format].suffix)
+        media.write_video(path, video, format, crf=crf, **_embedded(ctx),
+                          progress=lambda f: ctx.progress(f, f"encoding {format}"))
+        ctx.register_output(path)
+        return {}
+
+
+class Preview(NodeType):
+    """Show an IMAGE or VIDEO in the studio: writes a small copy (longest side 512 px; PNG for
+    images, mp4 for video) to the output folder's preview/ sub-folder."""
+
+    spec = NodeSpec(
+        name="Preview", category="io", description=__doc__,
+        inputs=(Input("value", T.ANY, tooltip="an IMAGE or a VIDEO"),),
+        is_output=True,
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, value: Any) -> dict[str, Any]:
+        prefix = f"preview/{ctx.node_id}"
+        embedded = _embedded(ctx)
+        if isinstance(value, Video):
+            small = Video(_shrink(value.frames), fps=value.fps)
+            path = ctx.unique_output_path(prefix, ".mp4")
+            media.write_video(path, small, "mp4", crf=23, **embedded)
+            ctx.register_output(path)
+            return {}
+        batch = _as_image_batch(value, "value")
+        chunks = media.metadata_text(**embedded)
+        for image in _shrink(batch[:PREVIEW_MAX_IMAGES]):
+            path = ctx.unique_output_path(prefix, ".png")
+            media.write_png(path, image, chunks)
+            ctx.register_output(path)
+        return {}
+
+
+def _as_image_batch(value: Any, input_name: str) -> torch.Tensor:
+    """(B, H, W, 3) from an IMAGE (a single (H, W, 3) image is accepted too)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 3 and value.shape[-1] == 3:
+        value = value[None]
+    if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[-1] != 3:
+        kind = type(value).__name__ if not isinstance(value, torch.Tensor) else f"tensor {tuple(value.shape)}"
+        raise NodeError(f"expected an IMAGE (B, H, W, 3) or a VIDEO, got {kind}; decode latents "
+                        "with VAEDecode first", input=input_name)
+    return value
+
+
+def _shrink(frames: torch.Tensor, max_side: int = PREVIEW_MAX_SIDE) -> torch.Tensor:
+    """(N, H, W, 3) scaled down (antialiased) so the longest side is at most `max_side`."""
+    h, w = frames.shape[1:3]
+    factor = max_side / max(h, w)
+    if factor >= 1:
+        return frames
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    nchw = frames.permute(0, 3, 1, 2).float()
+    return F.interpolate(nchw, size=size, mode="bilinear", antialias=True,
+                         align_corners=False).clamp(0, 1).permute(0, 2, 3, 1)
