@@ -1,0 +1,292 @@
+"""The sampling loop against references: diffusers' schedules, exact analytic velocity fields, a tiny
+real WanTransformer3DModel, and the node's progress / interrupt / preview behaviour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanTransformer3DModel
+
+from engine.context import ExecutionContext, InterruptFlag
+from engine.errors import Interrupted, NodeError
+from engine.models.interfaces import LatentGrid
+from engine.noise import init_noise, seeded_noise
+from engine.sampling import latent_preview, make_schedule, make_scheduler, sample
+from engine.values import Conditioning, Latent
+from nodes.sampling import DiTDenoise
+
+GRID = LatentGrid(channels=4)
+TEXT_DIM = 8
+
+
+def cond(neg: bool = True) -> Conditioning:
+    pos = torch.ones(1, 3, TEXT_DIM)
+    return Conditioning(embeds=pos, mask=torch.ones(1, 3, dtype=torch.long),
+                        negative_embeds=-pos if neg else None,
+                        negative_mask=torch.ones(1, 3, dtype=torch.long) if neg else None)
+
+
+class Recorder:
+    """A DiffusionModel test double: records every call and returns `field(x, sigma, context)`."""
+
+    in_channels = out_channels = 4
+    text_dim = TEXT_DIM
+
+    def __init__(self, field, frame_timesteps: bool = False):
+        self.field = field
+        self.frame_timesteps = frame_timesteps
+        self.calls: list[dict] = []
+
+    def predict_velocity(self, x, timestep, context, context_mask=None, image_latent=None):
+        self.calls.append({"x": x.clone(), "timestep": timestep.clone(), "context": context})
+        return self.field(x, timestep, context)
+
+
+def point_mass(target: torch.Tensor):
+    """Exact flow velocity towards a point-mass target y: v(x, s) = (x - y) / s, s = t / 1000.
+
+    Per-frame timesteps (B, T') give per-frame sigmas; a known frame (t = 0) gets a finite value.
+    """
+    def field(x, timestep, context):
+        s = timestep.float() / 1000
+        s = s.view(-1, 1, 1, 1, 1) if s.ndim == 1 else s.view(s.shape[0], 1, -1, 1, 1)
+        return (x - target) / s.clamp_min(1e-3)
+    return field
+
+
+def noise_latent(frames: int = 9, seed: int = 0) -> Latent:
+    return init_noise(16, 16, frames, 1, seed=seed, grid=GRID)
+
+
+# ---- schedule -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps, shift", [(10, 5.0), (4, 3.0), (25, 1.0)])
+def test_euler_schedule_matches_diffusers_and_shift_formula(steps: int, shift: float) -> None:
+    ref = FlowMatchEulerDiscreteScheduler(shift=shift)
+    ref.set_timesteps(steps)
+    sched = make_schedule(make_scheduler("euler", shift), steps)
+    assert torch.equal(sched.sigmas, ref.sigmas) and torch.equal(sched.timesteps, ref.timesteps)
+    # the formula on diffusers' unshifted base grid (its endpoint is the scheduler's sigma_min)
+    base = np.linspace(1.0, ref.sigma_min, steps)
+    expected = shift * base / (1 + (shift - 1) * base)
+    np.testing.assert_allclose(sched.sigmas[:-1].numpy(), expected, rtol=1e-5)
+    assert float(sched.sigmas[-1]) == 0.0
+    # and the loop really feeds the model those timesteps, step for step
+    model = Recorder(lambda x, t, c: torch.zeros_like(x))
+    sample(model, noise_latent(), cond(), steps=steps, cfg=1.0, shift=shift, sampler="euler")
+    used = torch.stack([c["timestep"][0] for c in model.calls])
+    np.testing.assert_allclose(used.numpy(), 1000 * expected, rtol=1e-5)
+
+
+def test_unipc_schedule_is_wan_flow_schedule() -> None:
+    steps, shift = 8, 5.0
+    ref = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                  flow_shift=shift)
+    ref.set_timesteps(steps)
+    sched = make_schedule(make_scheduler("unipc", shift), steps)
+    assert torch.equal(sched.sigmas, ref.sigmas.float())
+    base = np.linspace(1, 1 / 1000, steps + 1)[:-1]
+    np.testing.assert_allclose(sched.sigmas[:-1].numpy(), shift * base / (1 + (shift - 1) * base),
+                               rtol=1e-5)
+
+
+# ---- exact solutions -----------------------------------------------------------------------
+
+def test_euler_with_exact_velocity_lands_on_the_target() -> None:
+    target = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(5))
+    out = sample(Recorder(point_mass(target)), noise_latent(), cond(), steps=7, cfg=1.0,
+                 shift=3.0, sampler="euler")
+    torch.testing.assert_close(out.samples, target, atol=1e-5, rtol=0)
+    assert out.meta["sigma"] == 0.0 and out.meta["sampling"]["sampler"] == "euler"
+
+
+def test_unipc_matches_euler_endpoint_on_a_straight_path() -> None:
+    latent = noise_latent()
+    target = torch.randn(latent.shape, generator=torch.Generator().manual_seed(9))
+    # along the straight path from this noise to the target the velocity is constant
+    straight = lambda x, t, c: (latent.samples - target).expand_as(x)  # noqa: E731
+    ends = {s: sample(Recorder(straight), latent, cond(), steps=6, cfg=1.0, shift=5.0,
+                      sampler=s).samples for s in ("euler", "unipc")}
+    torch.testing.assert_close(ends["euler"], target, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ends["unipc"], ends["euler"], atol=1e-4, rtol=0)
+
+
+# ---- guidance ------------------------------------------------------------------------------
+
+def test_cfg_one_makes_one_call_per_step_and_guidance_two() -> None:
+    pos_v, neg_v = 1.0, 3.0
+    field = lambda x, t, c: torch.full_like(x, pos_v if c.sum() > 0 else neg_v)  # noqa: E731
+    latent = noise_latent()
+    one = Recorder(field)
+    out1 = sample(one, latent, cond(), steps=5, cfg=1.0, shift=3.0, sampler="euler")
+    assert len(one.calls) == 5
+    two = Recorder(field)
+    out4 = sample(two, latent, cond(), steps=5, cfg=4.0, shift=3.0, sampler="euler")
+    assert len(two.calls) == 10
+    # Euler integrates sigma 1 -> 0, so x_end = x_start - v for a constant v
+    torch.testing.assert_close(out1.samples, latent.samples - pos_v)
+    torch.testing.assert_close(out4.samples, latent.samples - (neg_v + 4.0 * (pos_v - neg_v)))
+
+
+def test_cfg_without_negative_prompt_is_a_clear_error() -> None:
+    with pytest.raises(NodeError, match="negative prompt"):
+        sample(Recorder(point_mass(torch.zeros(1))), noise_latent(), cond(neg=False), steps=2,
+               cfg=3.0, shift=3.0)
+
+
+# ---- frame masks ---------------------------------------------------------------------------
+
+def masked_latent() -> Latent:
+    latent = noise_latent(frames=9)  # 3 latent frames
+    known = torch.zeros(latent.shape)
+    known[:, :, 0] = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(1)) * 3
+    mask = torch.tensor([[1.0, 0.0, 0.0]])
+    return Latent(samples=latent.samples.clone(), frame_mask=mask, known=known, meta=latent.meta)
+
+
+@pytest.mark.parametrize("frame_timesteps", [True, False])
+@pytest.mark.parametrize("sampler", ["euler", "unipc"])
+def test_known_frames_end_bit_for_bit_at_their_clean_value(frame_timesteps: bool,
+                                                           sampler: str) -> None:
+    latent = masked_latent()
+    model = Recorder(point_mass(torch.full(latent.shape, 0.25)), frame_timesteps=frame_timesteps)
+    out = sample(model, latent, cond(), steps=4, cfg=2.0, shift=3.0, sampler=sampler, seed=3)
+    assert torch.equal(out.samples[:, :, 0], latent.known[:, :, 0])
+    # UniPC hands the model integer timesteps (as diffusers and Wan do), so the analytic field is
+    # slightly off there; Euler's float timesteps make it exact
+    torch.testing.assert_close(out.samples[:, :, 1:], torch.full((1, 4, 2, 2, 2), 0.25),
+                               atol=1e-5 if sampler == "euler" else 1e-2, rtol=0)
+    first = model.calls[0]
+    if frame_timesteps:  # clean known frame, timestep 0 for it alone: (B, T')
+        assert first["timestep"].shape == (1, 3) and float(first["timestep"][0, 0]) == 0.0
+        assert float(first["timestep"][0, 1]) > 900
+        assert torch.equal(first["x"][:, :, 0], latent.known[:, :, 0])
+    else:  # replacement: the known frame re-noised to the current sigma, scalar timestep
+        assert first["timestep"].shape == (1,)
+        s = make_schedule(make_scheduler(sampler, 3.0), 4).sigmas[0]
+        noise = seeded_noise((4, 3, 2, 2), 3, 1)
+        torch.testing.assert_close(first["x"][:, :, 0],
+                                   (1 - s) * latent.known[:, :, 0] + s * noise[:, :, 0])
+
+
+# ---- denoise strength (SDEdit) --------------------------------------------------------------
+
+def test_denoise_half_runs_half_the_steps_from_the_noised_input() -> None:
+    clean = Latent(samples=torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(4)))
+    model = Recorder(point_mass(clean.samples))
+    sample(model, clean, cond(), steps=10, cfg=1.0, shift=3.0, sampler="euler", seed=2, denoise=0.5)
+    assert len(model.calls) == 5
+    full = make_schedule(make_scheduler("euler", 3.0), 10)
+    assert float(model.calls[0]["timestep"][0]) == pytest.approx(float(full.timesteps[5]))
+    s0 = float(full.sigmas[5])
+    expected_start = (1 - s0) * clean.samples + s0 * seeded_noise((4, 3, 2, 2), 2, 1)
+    torch.testing.assert_close(model.calls[0]["x"], expected_start)
+    assert s0 < 0.75  # the start is mostly the input, not noise
+
+
+def test_denoise_below_one_on_pure_noise_is_refused() -> None:
+    with pytest.raises(NodeError, match="denoise below 1 needs a clean latent"):
+        sample(Recorder(point_mass(torch.zeros(1))), noise_latent(), cond(), steps=4, cfg=1.0,
+               shift=3.0, denoise=0.5)
+
+
+# ---- interrupt, progress, preview -----------------------------------------------------------
+
+def test_interrupt_stops_within_one_step_and_progress_once_per_step() -> None:
+    model = Recorder(lambda x, t, c: torch.zeros_like(x))
+    seen: list[tuple[int, int, tuple]] = []
+    checks = {"n": 0}
+
+    def check() -> None:
+        checks["n"] += 1
+        if checks["n"] == 4:
+            raise Interrupted("n1")
+
+    with pytest.raises(Interrupted):
+        sample(model, noise_latent(), cond(), steps=10, cfg=1.0, shift=3.0, sampler="euler",
+               progress=lambda i, n, x0: seen.append((i, n, tuple(x0.shape))),
+               check_interrupt=check)
+    assert len(model.calls) == 3
+    assert seen == [(i, 10, (1, 4, 3, 2, 2)) for i in (1, 2, 3)]
+
+
+def test_latent_preview_is_a_fixed_projection_in_range() -> None:
+    z = torch.randn(16, 5, 6) * 4
+    rgb = latent_preview(z)
+    assert rgb.shape == (5, 6, 3) and float(rgb.min()) >= 0 and float(rgb.max()) <= 1
+    assert torch.equal(rgb, latent_preview(z))
+    assert torch.allclose(latent_preview(torch.zeros(16, 2, 2)), torch.full((2, 2, 3), 0.5))
+
+
+def test_dit_denoise_node_reports_progress_with_preview_and_stops(tmp_path: Path) -> None:
+    reports: list[tuple[float, str, torch.Tensor]] = []
+    flag = InterruptFlag()
+    ctx = ExecutionContext("n7", "DiTDenoise", "run", torch.device("cpu"), tmp_path, tmp_path,
+                           tmp_path, flag, lambda f, m, p: reports.append((f, m, p)))
+    target = torch.full((1, 4, 3, 2, 2), 0.5)
+    args = dict(conditioning=cond(), latent=noise_latent(), steps=4, cfg=1.0, shift=3.0,
+                sampler="euler", seed=0, denoise=1.0)
+    out = DiTDenoise.execute(ctx, model=Recorder(point_mass(target)), **args)
+    torch.testing.assert_close(out["latent"].samples, target, atol=1e-5, rtol=0)
+    assert [r[0] for r in reports] == [0.25, 0.5, 0.75, 1.0]
+    assert reports[0][2].shape == (1, 2, 2, 3)
+
+    def stop_after_two(x, t, c):
+        if len(model.calls) == 2:
+            flag.set()
+        return torch.zeros_like(x)
+
+    model = Recorder(stop_after_two)
+    with pytest.raises(Interrupted):
+        DiTDenoise.execute(ctx, model=model, **args)
+    assert len(model.calls) == 2
+
+    wrong = Recorder(stop_after_two)
+    wrong.out_channels = wrong.in_channels = 16
+    with pytest.raises(NodeError, match="latent has 4 channels but the DiT works on 16"):
+        DiTDenoise.execute(ctx, model=wrong, **args)
+
+
+# ---- a real (tiny, random) Wan DiT ------------------------------------------------------------
+
+class TinyWanAdapter:
+    """Test adapter: diffusers' WanTransformer3DModel behind the DiffusionModel protocol."""
+
+    frame_timesteps = True
+
+    def __init__(self, transformer: WanTransformer3DModel):
+        self.transformer = transformer.eval()
+        self.in_channels = self.out_channels = transformer.config.in_channels
+        self.text_dim = transformer.config.text_dim
+        self.timesteps: list[torch.Tensor] = []
+
+    def predict_velocity(self, x, timestep, context, context_mask=None, image_latent=None):
+        batch, _, frames, height, width = x.shape
+        _, ph, pw = self.transformer.config.patch_size
+        if timestep.ndim == 2:  # (B, T') per frame -> (B, T' * H'/ph * W'/pw) per patch token
+            tokens = (height // ph) * (width // pw)
+            timestep = timestep[:, :, None].expand(batch, frames, tokens).reshape(batch, -1)
+        self.timesteps.append(timestep)
+        out = self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=context,
+                               return_dict=False)[0]
+        return out.float()
+
+
+def test_tiny_wan_transformer_two_steps_with_a_frame_mask() -> None:
+    torch.manual_seed(0)
+    dit = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                in_channels=4, out_channels=4, text_dim=TEXT_DIM, freq_dim=16,
+                                ffn_dim=32, num_layers=1, rope_max_seq_len=32)
+    model = TinyWanAdapter(dit)
+    latent = masked_latent()  # (1, 4, 3, 2, 2), first latent frame known
+    out = sample(model, latent, cond(), steps=2, cfg=3.0, shift=5.0, sampler="unipc", seed=1)
+    assert len(model.timesteps) == 4  # 2 steps x (positive + negative)
+    per_token = model.timesteps[0]
+    assert per_token.shape == (1, 3 * 1 * 1)  # 3 latent frames x (2/2) x (2/2) tokens
+    assert float(per_token[0, 0]) == 0.0 and float(per_token[0, 1]) > 900
+    assert torch.equal(out.samples[:, :, 0], latent.known[:, :, 0])
+    assert torch.isfinite(out.samples).all()
+    assert not torch.allclose(out.samples[:, :, 1:], latent.samples[:, :, 1:])
