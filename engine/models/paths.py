@@ -30,7 +30,7 @@ import platformdirs
 
 from engine.errors import NodeError
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl")  # .pkl: RIFE flownet.pkl
 
 # Canonical kind -> folder names read for it (canonical first, then ComfyUI's older aliases).
 KIND_FOLDERS: dict[str, tuple[str, ...]] = {
