@@ -4,7 +4,8 @@
 - Disk tier: results made only of tensors, arrays and JSON values are written through to
   `<dir>/<key[:2]>/<key>.safetensors` (tensors as safetensors, the rest as JSON in the header
   metadata), so they survive a restart. Its own byte budget evicts the least recently used files.
-  Only results worth it are spilled (slow to compute or large); trivial values stay in RAM only.
+  Only results worth it are spilled (>= 10 ms to compute or >= 64 KB); trivial values (an INT
+  constant) stay in RAM only, where recomputing is cheaper than a file.
 
 Invariants: a key always maps to the same value (signatures capture everything a result depends
 on), so a stale entry is impossible by construction; a corrupt or unreadable disk entry is treated
@@ -161,8 +162,8 @@ class ResultCache:
     """The executor's cache. `put` decides per result whether the disk tier is worth it."""
 
     def __init__(self, ram_budget_bytes: int = 4 << 30, disk_dir: Path | None = None,
-                 disk_budget_bytes: int = 10 << 30, spill_min_seconds: float = 0.05,
-                 spill_min_bytes: int = 1 << 20):
+                 disk_budget_bytes: int = 10 << 30, spill_min_seconds: float = 0.01,
+                 spill_min_bytes: int = 64 << 10):
         self.ram = RamTier(ram_budget_bytes)
         self.disk = DiskTier(disk_dir, disk_budget_bytes) if disk_dir is not None else None
         self.spill_min_seconds = spill_min_seconds

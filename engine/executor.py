@@ -53,6 +53,7 @@ class RunReport:
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: dict[str, Any] | None = None
+    values: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # targets' outputs
 
     def to_json(self) -> dict[str, Any]:
         out = {"run_id": self.run_id, "status": self.status, "seconds": round(self.seconds, 4),
@@ -114,7 +115,8 @@ class Executor:
         try:
             plan = self.plan(workflow, targets)
         except WorkflowError as exc:
-            on_event(RunFinished(run_id, status="invalid", error=str(exc)))
+            on_event(RunFinished(run_id, status="invalid", error=str(exc),
+                                 report={"problems": [p.to_json() for p in exc.problems]}))
             raise
         out_dir = Path(output_dir or self.settings.get("output_dir") or "output").resolve()
         output_nodes = {nid for nid in plan.order if self.registry.spec(workflow.nodes[nid].type).is_output}
@@ -139,6 +141,7 @@ class Executor:
             report.status = "failed"
             report.error = {"node_id": exc.node_id, "node_type": exc.node_type,
                             "message": exc.message, "traceback": exc.traceback_text}
+        report.values = {t: runner.values[t] for t in plan.targets if t in runner.values}
         report.seconds = time.perf_counter() - started
         error_text = report.error["message"] if report.error else ""
         on_event(RunFinished(run_id, status=report.status, report=report.to_json(), error=error_text))

@@ -55,12 +55,16 @@ def _worker_main(conn: Any, interrupt_event: Any, settings_json: dict[str, Any],
         interrupt.clear()
         try:
             workflow = workflow_from_json(msg["workflow"])
-            executor.run(workflow, targets=msg.get("targets"), output_dir=msg.get("output_dir"),
-                         use_cache=msg.get("use_cache", True), on_event=send, interrupt=interrupt,
-                         run_id=run_id)
         except WorkflowError as exc:
             send(RunFinished(run_id, status="invalid", error=str(exc),
                              report={"problems": [p.to_json() for p in exc.problems]}))
+            continue
+        try:
+            executor.run(workflow, targets=msg.get("targets"), output_dir=msg.get("output_dir"),
+                         use_cache=msg.get("use_cache", True), on_event=send, interrupt=interrupt,
+                         run_id=run_id)
+        except WorkflowError:
+            pass  # the executor already closed the run with status "invalid"
         except Exception as exc:  # an engine bug: report it, keep serving
             send(RunFinished(run_id, status="failed", error=f"{type(exc).__name__}: {exc}",
                              report={"traceback": traceback.format_exc()}))
