@@ -12,10 +12,11 @@ Invariants:
 - Classifier-free guidance v = v_neg + cfg * (v_pos - v_neg); cfg == 1 makes exactly one model call
   per step (the negative pass is skipped), otherwise two.
 - Frame masks: latent frames with frame_mask 1 are known. Between steps they hold their clean value
-  (`latent.known`) and the result holds it bit-for-bit. A model with `frame_timesteps = True` (trained
-  with per-frame timesteps, as Wan 2.2 TI2V) sees them clean at timestep 0 in a (B, T') timestep; any
+  (`latent.known`) and the result holds it bit-for-bit. A model trained with per-frame timesteps
+  (`uses_frame_timesteps`: Wan 2.2 TI2V) sees them clean at timestep 0 in a (B, T') timestep; any
   other model sees them re-noised to the current sigma with a fixed seeded noise (the replacement
   method), with a scalar timestep.
+- A model with a `loaded()` context manager is held on its device for the whole loop.
 - Where the loop starts: a latent whose meta["sigma"] is 1.0 (NoiseInit, ImageToVideo,
   VideoCondition) is pure noise and is used as is. Any other latent is clean (VAEEncode, a previous
   DiTDenoise) and is noised to the first kept sigma with noise from `seed`:
@@ -26,6 +27,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -118,8 +120,10 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
         x = torch.where(mask, known, x)
 
     text = _text_inputs(cond, batch, cfg)
-    frame_timesteps = bool(getattr(model, "frame_timesteps", False))
-    with torch.no_grad():
+    frame_timesteps = uses_frame_timesteps(model)
+    # a model with `loaded()` keeps its weights on the device for the whole loop, not per call
+    loaded = getattr(model, "loaded", None)
+    with (loaded() if callable(loaded) else contextlib.nullcontext()), torch.no_grad():
         for i, t in enumerate(sched.timesteps):
             if check_interrupt is not None:
                 check_interrupt()
@@ -144,6 +148,18 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
                                      "seed": int(seed), "denoise": denoise})
     return Latent(samples=x, frame_mask=latent.frame_mask, known=latent.known, fps=latent.fps,
                   meta=meta)
+
+
+def uses_frame_timesteps(model: DiffusionModel) -> bool:
+    """Whether known frames go to `model` clean with per-frame timestep 0 (else re-noised).
+
+    A model says so with a `frame_timesteps` attribute; without one, a Wan model of variant "ti2v"
+    (Wan 2.2 TI2V, trained that way) does, and every other model does not.
+    """
+    flag = getattr(model, "frame_timesteps", None)
+    if flag is not None:
+        return bool(flag)
+    return getattr(model, "variant", None) == "ti2v"
 
 
 def _check_args(steps: int, cfg: float, shift: float, denoise: float) -> None:

@@ -3,7 +3,9 @@ real WanTransformer3DModel, and the node's progress / interrupt / preview behavi
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +16,8 @@ from engine.context import ExecutionContext, InterruptFlag
 from engine.errors import Interrupted, NodeError
 from engine.models.interfaces import LatentGrid
 from engine.noise import init_noise, seeded_noise
-from engine.sampling import latent_preview, make_schedule, make_scheduler, sample
+from engine.sampling import (latent_preview, make_schedule, make_scheduler, sample,
+                             uses_frame_timesteps)
 from engine.values import Conditioning, Latent
 from nodes.sampling import DiTDenoise
 
@@ -290,3 +293,29 @@ def test_tiny_wan_transformer_two_steps_with_a_frame_mask() -> None:
     assert torch.equal(out.samples[:, :, 0], latent.known[:, :, 0])
     assert torch.isfinite(out.samples).all()
     assert not torch.allclose(out.samples[:, :, 1:], latent.samples[:, :, 1:])
+
+
+def test_model_is_held_loaded_for_the_whole_loop() -> None:
+    events: list[str] = []
+
+    class Held(Recorder):
+        @contextlib.contextmanager
+        def loaded(self):
+            events.append("load")
+            yield self
+            events.append("unload")
+
+        def predict_velocity(self, x, timestep, context, context_mask=None, image_latent=None):
+            events.append("call")
+            return torch.zeros_like(x)
+
+    sample(Held(None), noise_latent(), cond(), steps=3, cfg=2.0, shift=3.0)
+    assert events == ["load"] + ["call"] * 6 + ["unload"]
+
+
+def test_which_models_take_per_frame_timesteps() -> None:
+    assert uses_frame_timesteps(SimpleNamespace(variant="ti2v"))
+    assert not uses_frame_timesteps(SimpleNamespace(variant="t2v"))
+    assert not uses_frame_timesteps(SimpleNamespace(variant="ti2v", frame_timesteps=False))
+    assert uses_frame_timesteps(SimpleNamespace(frame_timesteps=True))
+    assert not uses_frame_timesteps(SimpleNamespace())
