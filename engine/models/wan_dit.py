@@ -138,6 +138,8 @@ class WanDiT:
         self.text_dim = int(cfg.text_dim)
         self.patch_size = tuple(int(p) for p in cfg.patch_size)  # (t, h, w)
         self.needs_image_embeds = cfg.image_dim is not None  # Wan 2.1 I2V/FLF2V: CLIP image tokens
+        # trained with per-frame timesteps (known frames at t = 0): read by engine.sampling
+        self.frame_timesteps = variant == "ti2v"
         self.device = device
         self.policy = policy
         self.offload = offload

@@ -1,0 +1,212 @@
+"""Model folders (ComfyUI layout, several roots) and safe weight loading (no code ever runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+
+import pytest
+import torch
+
+from engine.errors import NodeError
+from engine.models.paths import ModelNotFoundError, ModelPaths, default_model_paths, fingerprint
+from engine.models.safe_load import (ModelLoadError, file_sha256, load_state_dict, read_metadata,
+                                     save_state_dict)
+
+
+def _touch(path, data: bytes = b"x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.fixture
+def two_roots(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _touch(a / "unet" / "wan" / "t2v.safetensors")  # ComfyUI's old folder name
+    _touch(a / "vae" / "wan_2.1_vae.pth")
+    _touch(a / "vae" / "notes.txt")  # not a weight file
+    _touch(b / "diffusion_models" / "other.ckpt")
+    _touch(b / "diffusion_models" / "wan" / "t2v.safetensors", b"second root copy")
+    _touch(b / "text_encoders" / "minilm" / "config.json", b"{}")  # a HF model folder
+    _touch(b / "text_encoders" / "minilm" / "model.safetensors")
+    _touch(b / "clip" / "umt5.bin")
+    return a, b
+
+
+def test_list_reads_every_root_and_alias_folder(two_roots):
+    paths = ModelPaths(list(two_roots))
+    assert paths.list("diffusion_models") == ["other.ckpt", "wan/t2v.safetensors"]
+    assert paths.list("unet") == paths.list("diffusion_models")
+    assert paths.list("vae") == ["wan_2.1_vae.pth"]
+    # a folder with config.json is one model, not searched inside
+    assert paths.list("text_encoders") == ["minilm", "umt5.bin"]
+    assert paths.list("llm") == []
+
+
+def test_resolve_first_root_wins_and_folders_resolve(two_roots):
+    a, b = two_roots
+    paths = ModelPaths([a, b, a])  # a root named twice is searched once
+    assert len(paths.roots) == 2
+    assert paths.resolve("diffusion_models", "wan/t2v.safetensors") == a / "unet" / "wan" / "t2v.safetensors"
+    assert paths.resolve("diffusion_models", "wan\\t2v.safetensors").read_bytes() == b"x"
+    assert paths.resolve("clip", "minilm") == b / "text_encoders" / "minilm"
+    absolute = b / "diffusion_models" / "other.ckpt"
+    assert paths.resolve("diffusion_models", str(absolute)) == absolute
+
+
+def test_resolve_missing_lists_folders_and_suggests(two_roots):
+    a, b = two_roots
+    paths = ModelPaths([a, b])
+    with pytest.raises(ModelNotFoundError) as err:
+        paths.resolve("diffusion_models", "wan/t2v_typo.safetensors")
+    text = str(err.value)
+    assert "wan/t2v_typo.safetensors" in text
+    assert str(a / "unet") in text and str(b / "diffusion_models") in text
+    assert str(a / "diffusion_models") + " (missing)" in text
+    assert "Did you mean: wan/t2v.safetensors" in text
+    assert isinstance(err.value, NodeError)
+    for bad in ("../a/vae/wan_2.1_vae.pth", "", str(a / "nope.safetensors")):
+        with pytest.raises(ModelNotFoundError):
+            paths.resolve("vae", bad)
+    with pytest.raises(ValueError, match="unknown model kind"):
+        paths.list("loras")
+
+
+def test_default_roots_order(tmp_path, monkeypatch, repo_root):
+    env_a, env_b, extra = tmp_path / "env_a", tmp_path / "env_b", tmp_path / "extra"
+    monkeypatch.setenv("REELGRAPH_MODEL_ROOTS", os.pathsep.join([str(env_a), "", str(env_b)]))
+    paths = default_model_paths(extra_roots=[extra])
+    roots = paths.roots
+    assert roots[0].name == "models" and "reelgraph" in str(roots[0]).lower()
+    assert roots[1:4] == [env_a, env_b, extra]
+    assert roots[-1] == repo_root / "resources" / "models"
+    _touch(env_b / "vae" / "v.safetensors")
+    assert paths.resolve("vae", "v.safetensors") == env_b / "vae" / "v.safetensors"
+
+
+def test_fingerprint_changes_when_file_replaced(tmp_path):
+    f = tmp_path / "m.safetensors"
+    _touch(f, b"abc")
+    first = fingerprint(f)
+    assert first[0] == 3
+    _touch(f, b"abcdef")
+    assert fingerprint(f) != first and fingerprint(f)[0] == 6
+    folder = tmp_path / "folder"
+    _touch(folder / "config.json", b"{}")
+    _touch(folder / "w.safetensors", b"12345")
+    assert fingerprint(folder)[0] == 7
+
+
+# ---- safe loading -------------------------------------------------------------------------------
+
+def test_safetensors_round_trip_with_metadata(tmp_path):
+    tensors = {"a.weight": torch.randn(3, 4), "b": torch.arange(5)}
+    path = save_state_dict(tensors, tmp_path / "m.safetensors", metadata={"config": '{"x": 1}'})
+    loaded = load_state_dict(path)
+    assert set(loaded) == {"a.weight", "b"}
+    assert torch.equal(loaded["a.weight"], tensors["a.weight"]) and torch.equal(loaded["b"], tensors["b"])
+    assert read_metadata(path) == {"config": '{"x": 1}'}
+
+
+def test_truncated_safetensors_names_file_and_byte_counts(tmp_path):
+    path = save_state_dict({"w": torch.randn(64, 64)}, tmp_path / "cut.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(ModelLoadError) as err:
+        load_state_dict(path)
+    assert str(path) in str(err.value) and "truncated" in str(err.value)
+    assert f"found {len(data) - 1000}" in str(err.value)
+    path.write_bytes(data[:20])  # even the header is cut
+    with pytest.raises(ModelLoadError, match="truncated"):
+        load_state_dict(path)
+
+
+def test_empty_and_missing_and_unknown_files(tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="empty") as err:
+        load_state_dict(empty)
+    assert str(empty) in str(err.value)
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(ModelLoadError, match="does not exist") as err:
+        load_state_dict(missing)
+    assert str(missing) in str(err.value)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ModelLoadError, match="unsupported file type"):
+        load_state_dict(gguf)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".ckpt", ".bin"])
+def test_pickle_with_code_is_refused_without_running(tmp_path, suffix):
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"evil{suffix}"
+    torch.save({"weight": torch.zeros(2), "payload": _RunsCode(marker)}, path)
+    with pytest.raises(ModelLoadError) as err:
+        load_state_dict(path)
+    assert not marker.exists()
+    text = str(err.value)
+    assert str(path) in text and "could run code" in text and "refused" in text
+    # the same file given to a model loader fails the same way, before anything else
+    from engine.models.wan_dit import load_dit
+
+    with pytest.raises(ModelLoadError, match="could run code"):
+        load_dit(path)
+    assert not marker.exists()
+
+
+def test_plain_pickle_with_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"w": _RunsCode(marker)}, f, protocol=2)
+    with pytest.raises(ModelLoadError, match="could run code"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+def test_weights_only_checkpoint_is_unwrapped(tmp_path):
+    path = tmp_path / "trained.ckpt"
+    torch.save({"state_dict": {"layer.weight": torch.ones(2, 2)}, "epoch": 7}, path)
+    assert list(load_state_dict(path)) == ["layer.weight"]
+    torch.save({"model": {"module": {"x": torch.ones(1)}}}, path)
+    assert list(load_state_dict(path)) == ["x"]
+    torch.save({"epoch": 7}, path)
+    with pytest.raises(ModelLoadError, match="no tensors"):
+        load_state_dict(path)
+
+
+def test_corrupt_zip_checkpoint(tmp_path):
+    path = tmp_path / "half.pth"
+    torch.save({"w": torch.randn(100)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt") as err:
+        load_state_dict(path)
+    assert str(path) in str(err.value)
+
+
+def test_folder_of_shards_loads_together(tmp_path):
+    folder = tmp_path / "transformer"
+    save_state_dict({"a": torch.ones(1)}, folder / "diffusion_pytorch_model-00001-of-00002.safetensors")
+    save_state_dict({"b": torch.zeros(1)}, folder / "diffusion_pytorch_model-00002-of-00002.safetensors")
+    assert sorted(load_state_dict(folder)) == ["a", "b"]
+
+
+def test_sha256_streams_and_tracks_changes(tmp_path):
+    path = tmp_path / "w.bin"
+    data = os.urandom(10_000)
+    path.write_bytes(data)
+    assert file_sha256(path, chunk_bytes=1024) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data + b"more")
+    assert file_sha256(path) == hashlib.sha256(data + b"more").hexdigest()
