@@ -87,6 +87,13 @@ class Workflow:
         """The link feeding each input of `node_id`, by input name (last one wins if duplicated)."""
         return {l.to_input: l for l in self.links if l.to_node == node_id}
 
+    def incoming(self) -> dict[str, dict[str, Link]]:
+        """links_into for every node at once (one pass; use this in loops over nodes)."""
+        index: dict[str, dict[str, Link]] = {nid: {} for nid in self.nodes}
+        for link in self.links:
+            index.setdefault(link.to_node, {})[link.to_input] = link
+        return index
+
     def links_from(self, node_id: str) -> list[Link]:
         return [l for l in self.links if l.from_node == node_id]
 

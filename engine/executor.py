@@ -175,6 +175,7 @@ class _Run:
         self.out_dir, self.use_cache, self.emit, self.interrupt = out_dir, use_cache, on_event, interrupt
         self.report = report
         self.values: dict[str, dict[str, Any]] = {}
+        self.incoming = workflow.incoming()
         self.remaining_consumers = {nid: 0 for nid in plan.order}
         for link in workflow.links:
             if link.to_node in self.remaining_consumers and link.from_node in self.remaining_consumers:
@@ -197,7 +198,7 @@ class _Run:
             self.release_inputs(nid)
 
     def release_inputs(self, nid: str) -> None:
-        for link in self.wf.links_into(nid).values():
+        for link in self.incoming.get(nid, {}).values():
             src = link.from_node
             if src in self.remaining_consumers:
                 self.remaining_consumers[src] -= 1
@@ -259,7 +260,7 @@ class _Run:
 
     def gather_inputs(self, nid: str, spec) -> dict[str, Any]:
         node = self.wf.nodes[nid]
-        linked = self.wf.links_into(nid)
+        linked = self.incoming.get(nid, {})
         inputs: dict[str, Any] = {}
         for ispec in spec.inputs:
             link = linked.get(ispec.name)
@@ -274,7 +275,7 @@ class _Run:
 
     def bypass_outputs(self, nid: str, spec, inputs: dict[str, Any]) -> dict[str, Any]:
         """A bypassed node passes, for each output, the first linked input of the same type."""
-        linked = self.wf.links_into(nid)
+        linked = self.incoming.get(nid, {})
         outputs = {}
         for ospec in spec.outputs:
             source = next((i for i in spec.inputs if i.type == ospec.type and i.name in linked), None)

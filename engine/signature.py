@@ -47,11 +47,12 @@ def compute_signatures(workflow: Workflow, registry: NodeRegistry, order: Iterab
     """
     signatures: dict[str, str] = {}
     extra = extra or {}
+    incoming = workflow.incoming()
     for nid in order:
         node = workflow.nodes[nid]
         spec = registry.spec(node.type)
         assert spec is not None, f"validated workflows only: {node.type}"
-        linked = workflow.links_into(nid)
+        linked = incoming.get(nid, {})
         inputs: dict[str, Any] = {}
         for ispec in spec.inputs:
             link = linked.get(ispec.name)

@@ -34,10 +34,10 @@ def validate(workflow: Workflow, registry: NodeRegistry,
     scope_set = set(workflow.nodes) if scope is None else set(scope)
     problems: list[Problem] = []
     problems += _check_links(workflow, registry, scope_set)
+    incoming = workflow.incoming()
     for nid in sorted(scope_set):
-        node = workflow.nodes.get(nid)
-        if node is not None:
-            problems += _check_node(workflow, registry, nid)
+        if nid in workflow.nodes:
+            problems += _check_node(workflow, registry, nid, incoming.get(nid, {}))
     problems += _check_cycles(workflow, scope_set)
     return problems
 
@@ -49,14 +49,14 @@ def check(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | Non
         raise WorkflowError(problems, source=source)
 
 
-def _check_node(workflow: Workflow, registry: NodeRegistry, nid: str) -> list[Problem]:
+def _check_node(workflow: Workflow, registry: NodeRegistry, nid: str,
+                linked: dict) -> list[Problem]:
     node = workflow.nodes[nid]
     spec = registry.spec(node.type)
     if spec is None:
         return [Problem("unknown_type", f"unknown node type {node.type!r} (kept as a placeholder; "
                         "install the node pack that provides it or remove the node)", nid, node.type)]
     problems = []
-    linked = workflow.links_into(nid)
     for name, value in node.inputs.items():
         ispec = spec.input(name)
         if ispec is None:
