@@ -150,6 +150,17 @@ def test_workflow_and_provenance_come_back_from_videos(tmp_path, fmt):
     assert [p.name for p in tmp_path.iterdir()] == [f"clip.{fmt}"]  # no sidecar, no temp file
 
 
+def test_single_frame_webp_and_gif_carry_the_workflow_too(tmp_path):
+    for fmt in ("webp", "gif"):
+        path = media.write_video(tmp_path / f"one.{fmt}", Video(torch.rand(1, 9, 11, 3), 5.0),
+                                 workflow=WORKFLOW)
+        assert media.extract_workflow(path) == WORKFLOW
+        assert media.read_video(path).frames.shape == (1, 9, 11, 3)
+        with Image.open(path) as im:  # still a valid file for other readers
+            im.load()
+            assert im.size == (11, 9)
+
+
 def test_mp4_metadata_is_a_container_tag_pyav_reads(tmp_path):
     path = media.write_video(tmp_path / "clip.mp4", moving_square(frames=3), workflow=WORKFLOW)
     with av.open(str(path)) as container:

@@ -1,0 +1,31 @@
+"""Image and video files: read and write them with PyAV and Pillow, with the workflow embedded.
+
+Formats written: PNG (Pillow); mp4 (H.264, yuv420p), webm (VP9, yuv420p), GIF (palette) and
+animated WebP (all four muxed by PyAV, no ffmpeg subprocess).
+
+Invariants:
+- Pixels in and out are float32 RGB in [0, 1]: IMAGE (B, H, W, 3), `Video.frames` (T, H, W, 3).
+  Files hold 8-bit RGB; values are clamped and rounded on the way out.
+- Every write is atomic: the file is encoded into a temp file in the destination folder, fsynced,
+  then renamed over the target, so a crash never leaves a half-written output.
+- fps is stored as an exact rational (`exact_rate`): 16, 24 and 24000/1001 read back unchanged
+  from mp4 and webm. GIF stores frame delays in 1/100 s and WebP in ms, so there fps reads back
+  exactly only when 100/fps (GIF) or 1000/fps (WebP) is an integer; otherwise as the mean rate.
+- yuv420p codecs (mp4, webm) need an even width and height: an odd size is padded by one pixel on
+  the right and/or bottom, repeating the edge pixels. The file is then that much larger and
+  `read_video` returns the padded size. GIF and WebP keep any size.
+- Metadata: the workflow and the provenance are embedded in the file itself (PNG text chunks,
+  mp4/webm container tags, a GIF comment, a WebP XMP chunk; see engine.media.embed), never in a
+  sidecar, and `extract_workflow` reads them back from any of the five.
+- Reading: PyAV decodes every format except animated WebP (FFmpeg has no decoder for it), which
+  Pillow reads. Frames are decoded in order from the first, so frame i is frame i of the file.
+"""
+
+from engine.media.codec import (DEFAULT_CRF, DEFAULT_FPS, VIDEO_FORMATS, MediaError, VideoFormat,
+                                exact_rate, read_image, read_video, write_png, write_video)
+from engine.media.embed import (PROVENANCE_KEY, WORKFLOW_KEY, Embedded, extract_workflow,
+                                metadata_text, read_embedded)
+
+__all__ = ["DEFAULT_CRF", "DEFAULT_FPS", "VIDEO_FORMATS", "MediaError", "VideoFormat", "exact_rate",
+           "read_image", "read_video", "write_png", "write_video", "PROVENANCE_KEY", "WORKFLOW_KEY",
+           "Embedded", "extract_workflow", "metadata_text", "read_embedded"]
