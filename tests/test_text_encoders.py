@@ -327,3 +327,54 @@ def test_half_precision_stays_close_and_returns_float32(tmp_path, umt5, spm_mode
     embeds, mask = enc.encode(PROMPTS)
     assert embeds.dtype == torch.float32
     torch.testing.assert_close(embeds, reference(umt5, enc, PROMPTS), atol=0.1, rtol=0.05)
+
+
+# ---- nodes ----------------------------------------------------------------------------------
+
+def test_nodes_encode_prompt_and_empty_negative_from_model_folders(tmp_path, registry, umt5,
+                                                                   spm_model):
+    from engine.cache import ResultCache
+    from engine.document import Workflow
+    from engine.executor import Executor
+    from engine.values import Conditioning
+
+    folder = tmp_path / "models" / "text_encoders"
+    (folder / "umt5_tiny.tokenizer").mkdir(parents=True)
+    shutil.copy(spm_model, folder / "umt5_tiny.tokenizer" / "spiece.model")
+    save_file(plain(umt5.state_dict()), folder / "umt5_tiny.safetensors")
+    paths = ModelPaths([tmp_path / "models"])
+    assert paths.list("text_encoders") == ["umt5_tiny.safetensors"]  # the tokenizer is no model
+    ex = Executor(registry, ResultCache(disk_dir=None), model_paths=paths, temp_dir=tmp_path / "t",
+                  device=torch.device("cpu"))
+    wf = Workflow()
+    wf.add_node("LoadTextEncoder", {"model": "umt5_tiny.safetensors", "max_length": MAX_LEN},
+                node_id="load")
+    wf.add_node("TextEncode", {"prompt": "a red circle", "negative_prompt": ""}, node_id="enc")
+    wf.connect("load", "encoder", "enc", "encoder")
+    report = ex.run(wf, targets=["enc"])
+    assert report.status == "done", report.error
+    cond = report.values["enc"]["conditioning"]
+    assert isinstance(cond, Conditioning) and cond.prompt == "a red circle"
+    assert cond.embeds.shape == cond.negative_embeds.shape == (1, MAX_LEN, 32)
+    enc = load_text_encoder(folder / "umt5_tiny.safetensors", device="cpu", max_length=MAX_LEN)
+    want, want_mask = enc.encode(["a red circle", ""])
+    torch.testing.assert_close(cond.embeds, want[:1])
+    torch.testing.assert_close(cond.negative_embeds, want[1:])
+    assert torch.equal(cond.negative_mask, want_mask[1:]) and int(cond.negative_mask.sum()) == 1
+    assert cond.meta["encoder_family"] == "umt5" and cond.meta["encoder"] == "umt5_tiny.safetensors"
+    assert ex.run(wf, targets=["enc"]).nodes["enc"]["status"] == "cached"
+
+
+def test_load_text_encoder_node_names_the_missing_model(tmp_path, registry):
+    from engine.cache import ResultCache
+    from engine.document import Workflow
+    from engine.executor import Executor
+
+    ex = Executor(registry, ResultCache(disk_dir=None), model_paths=ModelPaths([tmp_path]),
+                  temp_dir=tmp_path / "t", device=torch.device("cpu"))
+    wf = Workflow()
+    wf.add_node("LoadTextEncoder", {"model": "umt5_xxl_fp16.safetensors"}, node_id="load")
+    report = ex.run(wf, targets=["load"])
+    assert report.status != "done"
+    assert "umt5_xxl_fp16.safetensors" in report.error["message"]
+    assert "not found" in report.error["message"]
