@@ -1,0 +1,185 @@
+"""Files of the studio: New, Open, Save, Save As, Recent, dropped files, and the questions around
+them (unsaved changes, newer format versions, missing node types).
+
+Invariants:
+- The user's file is written only by an explicit Save / Save As (atomic, engine Workflow.save).
+- A file from a newer format version opens only after the user agrees, and keeps every unknown
+  part on save (the engine keeps unknown fields; the version number is kept too).
+- Nodes of unknown types load as greyed placeholders with their inputs; nothing is dropped.
+- Dropping an output image/video that embeds a workflow opens that workflow as a new, unsaved
+  document; dropping plain media adds a LoadImage/LoadVideo node for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QPointF, Signal
+from PySide6.QtGui import QUndoStack
+
+from engine.document import Workflow, load_workflow, workflow_from_json
+from engine.errors import WorkflowError
+from engine.registry import NodeRegistry
+from app.dialogs import DROPPABLE_MEDIA, Dialogs
+from app.graph_model import GraphModel
+from app.studio_settings import StudioPrefs
+
+VIDEO_DROP = {".mp4", ".webm", ".mov", ".mkv", ".gif"}
+
+
+class FileController(QObject):
+    path_changed = Signal(object)  # str | None
+    document_loaded = Signal()
+    message = Signal(str)
+
+    def __init__(self, model: GraphModel, undo_stack: QUndoStack, registry: NodeRegistry,
+                 dialogs: Dialogs, prefs: StudioPrefs):
+        super().__init__()
+        self.model, self.stack, self.registry = model, undo_stack, registry
+        self.dialogs, self.prefs = dialogs, prefs
+        self.current_path: str | None = None
+        self._force_dirty = False  # a restored or dropped document differs from any file
+        self.before_save: Callable[[], None] | None = None  # e.g. remember the view in the layout
+        undo_stack.cleanChanged.connect(lambda clean: self.path_changed.emit(self.current_path))
+
+    # ---- state --------------------------------------------------------------------------------
+    def is_dirty(self) -> bool:
+        return self._force_dirty or not self.stack.isClean()
+
+    def display_name(self) -> str:
+        return Path(self.current_path).name if self.current_path else "Untitled"
+
+    # ---- reading ------------------------------------------------------------------------------
+    def read(self, path: str) -> Workflow | None:
+        """Load a workflow file, asking before opening a newer format; errors are shown, not raised."""
+        try:
+            return load_workflow(path)
+        except WorkflowError as exc:
+            if any(p.code == "newer_version" for p in exc.problems):
+                problem = next(p for p in exc.problems if p.code == "newer_version")
+                if self.dialogs.confirm("Newer file format",
+                                        f"{Path(path).name} was {problem.message}\n\nOpen it anyway?"):
+                    try:
+                        return load_workflow(path, allow_newer=True)
+                    except WorkflowError as again:
+                        exc = again
+                else:
+                    return None
+            self.dialogs.error("Cannot open workflow", str(exc))
+            return None
+
+    def set_document(self, workflow: Workflow, path: str | None, dirty: bool = False) -> None:
+        self.model.load(workflow)
+        self.stack.clear()
+        self.stack.setClean()
+        self.current_path = str(Path(path).resolve()) if path else None
+        self._force_dirty = dirty
+        self.path_changed.emit(self.current_path)
+        self.document_loaded.emit()
+        missing = sorted({n.type for n in workflow.nodes.values() if n.type not in self.registry})
+        if missing:
+            self.dialogs.warning(
+                "Missing node types",
+                "This workflow uses node types that are not installed:\n  " + "\n  ".join(missing)
+                + "\n\nThey are shown greyed with their settings. Nothing is lost: saving writes them "
+                  "back unchanged. Install the node pack that provides them to run them.")
+
+    # ---- verbs --------------------------------------------------------------------------------
+    def new(self) -> bool:
+        if not self.maybe_save():
+            return False
+        self.set_document(Workflow(), None)
+        return True
+
+    def open(self, path: str | None = None) -> bool:
+        if not self.maybe_save():
+            return False
+        path = path or self.dialogs.open_workflow_path(str(Path(self.current_path).parent)
+                                                       if self.current_path else "")
+        if not path:
+            return False
+        workflow = self.read(path)
+        if workflow is None:
+            return False
+        self.set_document(workflow, path)
+        self.prefs.add_recent(path)
+        self.message.emit(f"Opened {Path(path).name}")
+        return True
+
+    def save(self) -> bool:
+        if self.current_path is None:
+            return self.save_as()
+        return self._write(self.current_path)
+
+    def save_as(self) -> bool:
+        start = self.current_path or "untitled.json"
+        path = self.dialogs.save_workflow_path(start)
+        return self._write(path) if path else False
+
+    def _write(self, path: str) -> bool:
+        if self.before_save is not None:
+            self.before_save()
+        try:
+            self.model.workflow.save(path)
+        except OSError as exc:
+            self.dialogs.error("Cannot save", f"Could not write {path}:\n{exc}")
+            return False
+        self.current_path = str(Path(path).resolve())
+        self._force_dirty = False
+        self.stack.setClean()
+        self.prefs.add_recent(path)
+        self.path_changed.emit(self.current_path)
+        self.message.emit(f"Saved {Path(path).name}")
+        return True
+
+    def maybe_save(self) -> bool:
+        """True when it is fine to replace the document (saved, discarded, or nothing to save)."""
+        if not self.is_dirty():
+            return True
+        answer = self.dialogs.save_discard_cancel(
+            f"Save changes to {self.display_name()} before closing it?")
+        if answer == "save":
+            return self.save()
+        return answer == "discard"
+
+    # ---- drops --------------------------------------------------------------------------------
+    def drop(self, paths: list[str], scene_pos: QPointF, add_media_node=None) -> bool:
+        """Handle files dropped on the canvas. `add_media_node(type, input, path, pos)` adds a
+        loader node for plain media. Returns True when something was done."""
+        for path in paths:
+            suffix = Path(path).suffix.lower()
+            if suffix == ".json":
+                return self.open(path)
+            if suffix in DROPPABLE_MEDIA:
+                embedded = self._embedded_workflow(path)
+                if embedded is not None:
+                    if not self.maybe_save():
+                        return False
+                    self.set_document(embedded, None, dirty=True)
+                    self.message.emit(f"Opened the workflow embedded in {Path(path).name}")
+                    return True
+                if add_media_node is not None:
+                    is_video = suffix in VIDEO_DROP
+                    node_type, input_name = ("LoadVideo", "video") if is_video else ("LoadImage", "image")
+                    if node_type in self.registry:
+                        add_media_node(node_type, input_name, path, scene_pos)
+                        self.message.emit(f"{Path(path).name} holds no workflow; added a {node_type} node")
+                        return True
+                self.message.emit(f"{Path(path).name} holds no Reelgraph workflow")
+        return False
+
+    def _embedded_workflow(self, path: str) -> Workflow | None:
+        try:
+            from engine.media import extract_workflow
+            data: dict[str, Any] | None = extract_workflow(path)
+        except Exception as exc:  # a damaged file: report it, keep the canvas
+            self.message.emit(f"Cannot read {Path(path).name}: {exc}")
+            return None
+        if data is None:
+            return None
+        try:
+            return workflow_from_json(data, source=path, allow_newer=True)
+        except WorkflowError as exc:
+            self.dialogs.error("Cannot open the embedded workflow", str(exc))
+            return None

@@ -1,0 +1,281 @@
+"""The inspector dock: everything about the selected node — title, type, description, mode, every
+input with a real Qt editor (or where its link comes from), outputs, and its last run state.
+
+Edits go through GraphEditor (undoable, same commands as the canvas widgets). When the document
+changes under it (undo, a canvas drag), values are re-synced in place without rebuilding the form,
+so a field being typed in keeps its focus.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox,
+                               QVBoxLayout, QWidget)
+
+from engine.schema import InputSpec
+from engine.sockets import SocketType
+from app.editing import GraphEditor
+from app.graph_model import GraphModel
+from app.run_state import NodeRunState
+from app.widget_paint import widget_kind
+
+INT32 = 2**31 - 1
+
+
+class _CommitTextEdit(QPlainTextEdit):
+    """Multi-line editor that commits when it loses focus (one undo step per edit session)."""
+
+    def __init__(self, on_commit: Callable[[str], None]):
+        super().__init__()
+        self._on_commit = on_commit
+        self.setMinimumHeight(90)
+
+    def focusOutEvent(self, event) -> None:  # noqa: N802
+        self._on_commit(self.toPlainText())
+        super().focusOutEvent(event)
+
+
+class Inspector(QWidget):
+    def __init__(self, model: GraphModel, editor: GraphEditor,
+                 model_names: Callable[[str], list[str]], pick_file: Callable[[str], str | None]):
+        super().__init__()
+        self.model, self.editor = model, editor
+        self._model_names, self._pick_file = model_names, pick_file
+        self.node_id: str | None = None
+        self.editors: dict[str, tuple[QWidget, Callable[[Any], None]]] = {}
+        self.run_state = NodeRunState()
+        self._scroll = QScrollArea()
+        self._scroll.setWidgetResizable(True)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self._scroll)
+        model.node_changed.connect(self._on_changed)
+        model.node_removed.connect(self._on_removed)
+        model.link_added.connect(lambda link: self._on_link(link))
+        model.link_removed.connect(lambda link: self._on_link(link))
+        model.reset.connect(lambda: self.show_node(None))
+        self.show_node(None)
+
+    # ---- building -----------------------------------------------------------------------------
+    def show_node(self, node_id: str | None) -> None:
+        self.node_id = node_id if node_id in self.model.workflow.nodes else None
+        self.editors = {}
+        self._seed_boxes: dict[str, QCheckBox] = {}
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(10, 8, 10, 8)
+        if self.node_id is None:
+            hint = QLabel("Select a node to see and edit all of its inputs.")
+            hint.setWordWrap(True)
+            layout.addWidget(hint)
+            layout.addStretch(1)
+            self._scroll.setWidget(body)
+            return
+        node, spec = self.model.node(self.node_id), self.model.spec(self.node_id)
+        self.title_edit = QLineEdit(node.title or (spec.title if spec else node.type))
+        self.title_edit.editingFinished.connect(
+            lambda: self.editor.set_title(self.node_id, self.title_edit.text()) if self.node_id else None)
+        layout.addWidget(self.title_edit)
+        kind = QLabel(f"{node.type} · {spec.category}" if spec else f"{node.type} · missing node type")
+        kind.setStyleSheet("color: #8d9098;")
+        layout.addWidget(kind)
+        desc = QLabel(" ".join(spec.description.split()) if spec else "This node type is not installed. Its settings are "
+                      "kept and saved back unchanged; install the node pack that provides it.")
+        desc.setWordWrap(True)
+        desc.setStyleSheet("color: #b8bbc2; margin-bottom: 6px;")
+        layout.addWidget(desc)
+        self.mode_box = QComboBox()
+        self.mode_box.addItems(["normal", "bypass", "mute"])
+        self.mode_box.setCurrentText(node.mode)
+        self.mode_box.currentTextChanged.connect(self._mode_chosen)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignRight)
+        form.addRow("mode", self.mode_box)
+        layout.addLayout(form)
+        inputs = QFormLayout()
+        inputs.setLabelAlignment(Qt.AlignRight)
+        if spec is not None:
+            for ispec in spec.inputs:
+                inputs.addRow(ispec.name + ("" if ispec.optional or ispec.has_widget else " *"),
+                              self._input_row(ispec))
+        else:
+            for name, value in node.inputs.items():
+                label = QLabel(repr(value) if not isinstance(value, str) else value)
+                label.setWordWrap(True)
+                inputs.addRow(name, label)
+        layout.addWidget(_section("Inputs"))
+        layout.addLayout(inputs)
+        if spec is not None and spec.outputs:
+            layout.addWidget(_section("Outputs"))
+            for out in spec.outputs:
+                layout.addWidget(QLabel(f"{out.name}: {out.type.value}"))
+        self.state_label = QLabel("")
+        self.state_label.setWordWrap(True)
+        self.state_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(_section("Last run"))
+        layout.addWidget(self.state_label)
+        layout.addStretch(1)
+        self._scroll.setWidget(body)
+        self.set_run_state(self.run_state)
+        self._sync()
+
+    def _input_row(self, ispec: InputSpec) -> QWidget:
+        name, node_id = ispec.name, self.node_id
+        if not ispec.has_widget:
+            label = QLabel("")
+            self.editors[name] = (label, lambda _v, l=label: l.setText(self._link_text(name, True)))
+            return label
+        kind = widget_kind(ispec)
+        set_value = lambda v, n=name: self.editor.set_input(node_id, n, v)  # noqa: E731
+        if kind in ("number", "seed"):
+            w = self._number_editor(ispec, set_value)
+            if kind == "seed":
+                row = QWidget()
+                h = QHBoxLayout(row)
+                h.setContentsMargins(0, 0, 0, 0)
+                h.addWidget(w, 1)
+                box = QCheckBox("randomize after run")
+                box.toggled.connect(lambda _on, n=name: self.editor.toggle_randomize(node_id, n))
+                h.addWidget(box)
+                self._seed_boxes[name] = box
+                return row
+            return w
+        if kind == "toggle":
+            w = QCheckBox()
+            w.toggled.connect(lambda on: set_value(bool(on)))
+            self.editors[name] = (w, lambda v, w=w: w.setChecked(bool(v)))
+            return w
+        if kind in ("choice", "model"):
+            w = QComboBox()
+            options = list(ispec.choices or ()) if kind == "choice" else self._model_names(ispec.file_kind or "")
+            w.addItems(options)
+            w.setEditable(kind == "model")
+            w.activated.connect(lambda _i, w=w: set_value(w.currentText()))
+            if kind == "model":
+                w.lineEdit().editingFinished.connect(lambda w=w: set_value(w.currentText()))
+
+            def show(v, w=w):
+                if v is not None and w.findText(str(v)) < 0:
+                    w.addItem(str(v))
+                w.setCurrentText("" if v is None else str(v))
+            self.editors[name] = (w, show)
+            return w
+        if kind == "file":
+            row = QWidget()
+            h = QHBoxLayout(row)
+            h.setContentsMargins(0, 0, 0, 0)
+            line = QLineEdit()
+            line.editingFinished.connect(lambda: set_value(line.text()))
+            browse = QPushButton("…")
+            browse.setFixedWidth(30)
+            browse.clicked.connect(lambda: self._browse(line, set_value))
+            h.addWidget(line, 1)
+            h.addWidget(browse)
+            self.editors[name] = (line, lambda v, w=line: w.setText("" if v is None else str(v)))
+            return row
+        if kind == "multiline":
+            w = _CommitTextEdit(lambda text: set_value(text))
+            self.editors[name] = (w, lambda v, w=w: w.setPlainText("" if v is None else str(v)))
+            return w
+        w = QLineEdit()
+        w.editingFinished.connect(lambda w=w: set_value(w.text()))
+        self.editors[name] = (w, lambda v, w=w: w.setText("" if v is None else str(v)))
+        return w
+
+    def _number_editor(self, ispec: InputSpec, set_value: Callable[[Any], None]) -> QWidget:
+        lo = ispec.min if ispec.min is not None else -1e15
+        hi = ispec.max if ispec.max is not None else 1e15
+        if ispec.type == SocketType.INT and -INT32 <= lo and hi <= INT32:
+            w = QSpinBox()
+            w.setRange(int(lo), int(hi))
+            w.setSingleStep(int(ispec.step or 1))
+            w.editingFinished.connect(lambda: set_value(int(w.value())))
+        else:  # doubles hold integers exactly up to 2**53: enough for seeds and frame counts
+            w = QDoubleSpinBox()
+            w.setRange(float(max(lo, -2**53)), float(min(hi, 2**53)))
+            is_int = ispec.type == SocketType.INT
+            w.setDecimals(0 if is_int else 4)
+            w.setSingleStep(float(ispec.step or (1 if is_int else 0.01)))
+            w.editingFinished.connect(lambda: set_value(int(w.value()) if is_int else float(w.value())))
+        w.setKeyboardTracking(False)
+        self.editors[ispec.name] = (w, lambda v, w=w: w.setValue(v) if isinstance(v, (int, float)) else None)
+        return w
+
+    def _browse(self, line: QLineEdit, set_value: Callable[[Any], None]) -> None:
+        path = self._pick_file(line.text())
+        if path:
+            line.setText(path)
+            set_value(path)
+
+    def _link_text(self, name: str, link_only: bool) -> str:
+        link = self.model.link_into(self.node_id, name) if self.node_id else None
+        if link is not None:
+            return f"⟵ {link.from_node}.{link.from_output}"
+        return "(not connected)" if link_only else ""
+
+    # ---- syncing ------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.node_id is None:
+            return
+        focused = self.focusWidget()
+        for name, (widget, show) in self.editors.items():
+            linked = self.model.link_into(self.node_id, name) is not None
+            if isinstance(widget, QLabel):
+                show(None)
+                continue
+            widget.setEnabled(not linked)
+            widget.setToolTip(self._link_text(name, False) if linked else "")
+            if focused is not None and (widget is focused or widget.isAncestorOf(focused)):
+                continue  # do not overwrite what the user is typing
+            widget.blockSignals(True)
+            show(self.model.input_value(self.node_id, name))
+            widget.blockSignals(False)
+        randomize = self.model.layout_of(self.node_id).get("randomize") or []
+        for name, box in self._seed_boxes.items():
+            box.blockSignals(True)
+            box.setChecked(name in randomize)
+            box.blockSignals(False)
+        node = self.model.node(self.node_id)
+        self.mode_box.blockSignals(True)
+        self.mode_box.setCurrentText(node.mode)
+        self.mode_box.blockSignals(False)
+
+    def _mode_chosen(self, mode: str) -> None:
+        if self.node_id is not None and self.model.node(self.node_id).mode != mode:
+            self.editor.toggle_mode([self.node_id], mode)
+
+    def _on_changed(self, node_id: str) -> None:
+        if node_id == self.node_id:
+            self._sync()
+
+    def _on_removed(self, node_id: str) -> None:
+        if node_id == self.node_id:
+            self.show_node(None)
+
+    def _on_link(self, link) -> None:
+        if self.node_id in (link.to_node, link.from_node):
+            self._sync()
+
+    def set_run_state(self, state: NodeRunState) -> None:
+        self.run_state = state
+        if self.node_id is None or not hasattr(self, "state_label"):
+            return
+        text = state.state if state.state != "idle" else "not run yet"
+        if state.state == "done":
+            text += f" in {state.seconds:.2f} s"
+        if state.message:
+            text += f"\n{state.message}"
+        if state.files:
+            text += "\n" + "\n".join(state.files)
+        if state.traceback:
+            text += f"\n\n{state.traceback}"
+        self.state_label.setText(text)
+
+
+def _section(text: str) -> QLabel:
+    label = QLabel(text.upper())
+    label.setStyleSheet("color: #8d9098; font-size: 10px; font-weight: bold; margin-top: 8px;")
+    return label

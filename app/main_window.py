@@ -1,0 +1,312 @@
+"""The studio window: canvas in the centre, inspector / preview / log docks, menus, toolbar and a
+status bar; it wires the document, the undo stack, files, autosave and runs together.
+
+Invariants:
+- One document per window; its GraphModel, QUndoStack and FileController live and die with it.
+- The dirty marker ([*] in the title) is "undo stack not clean, or a restored/dropped document".
+- Closing asks to save unsaved work; a normal close removes the recovery file, a crash leaves it.
+- Runs read a JSON snapshot of the document; nothing about running changes the graph except the
+  explicit, undoable "randomize after run" of seed inputs flagged for it.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QUndoStack
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar
+
+from engine.config import Settings, save_settings
+from engine.models.paths import default_model_paths
+from engine.registry import NodeRegistry
+from engine.validation import dependency_graph, upstream_closure
+from app import menus
+from app.autosave import Autosaver, RecoveryStore
+from app.dialogs import Dialogs
+from app.file_ops import FileController
+from app.graph_model import GraphModel
+from app.inspector import Inspector
+from app.log_panel import LogPanel
+from app.media_decode import thumbnail
+from app.preview import PreviewPanel
+from app.run_controller import RunController
+from app.scene import GraphScene
+from app.studio_settings import SettingsDialog, StudioPrefs
+from app.view import GraphView
+
+
+def _default_client_factory(settings: Settings) -> Callable[[], Any]:
+    def make() -> Any:
+        from engine.worker import WorkerClient
+        return WorkerClient(settings)
+    return make
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, registry: NodeRegistry, settings: Settings | None = None,
+                 prefs: StudioPrefs | None = None, recovery: RecoveryStore | None = None,
+                 client_factory: Callable[[], Any] | None = None, dialogs: Dialogs | None = None,
+                 autosave_ms: int = 1500, persist_settings: bool = True):
+        super().__init__()
+        self.registry = registry
+        self.settings = settings or Settings()
+        self.prefs = prefs or StudioPrefs()
+        self.persist_settings = persist_settings
+        self.dialogs = dialogs or Dialogs(self)
+        self.model = GraphModel(registry)
+        self.undo_stack = QUndoStack(self)
+        self.scene = GraphScene(self.model, self.undo_stack)
+        self.editor = self.scene.editor
+        self.view = GraphView(self.scene, self.dialogs, self.model_names)
+        self.setCentralWidget(self.view)
+        self.files = FileController(self.model, self.undo_stack, registry, self.dialogs, self.prefs)
+        self.files.before_save = self._store_view
+        self.runs = RunController(client_factory or _default_client_factory(self.settings),
+                                  output_dir=self.settings.output_dir)
+        self.recovery = recovery or RecoveryStore()
+        self.autosaver = Autosaver(self.recovery, self._snapshot, autosave_ms)
+        self.randomize_seeds = True
+        self._build_docks()
+        self._build_status_bar()
+        self.actions = menus.build(self)
+        self._connect()
+        self.resize(1500, 900)
+        self._update_title()
+
+    # ---- construction -------------------------------------------------------------------------
+    def _build_docks(self) -> None:
+        self.inspector = Inspector(self.model, self.editor, self.model_names, self.dialogs.media_file)
+        self.preview = PreviewPanel()
+        self.log_panel = LogPanel()
+        self.inspector_dock = self._dock("Inspector", self.inspector, Qt.RightDockWidgetArea)
+        self.preview_dock = self._dock("Preview", self.preview, Qt.RightDockWidgetArea)
+        self.log_dock = self._dock("Log", self.log_panel, Qt.BottomDockWidgetArea)
+        self.resizeDocks([self.inspector_dock, self.preview_dock], [420, 420], Qt.Vertical)
+        self.resizeDocks([self.inspector_dock], [400], Qt.Horizontal)
+        self.resizeDocks([self.log_dock], [150], Qt.Vertical)
+
+    def _dock(self, title: str, widget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.lower())
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable
+                         | QDockWidget.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.count_label = QLabel("")
+        self.zoom_label = QLabel("100%")
+        self.run_label = QLabel("idle")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setFixedWidth(180)
+        self.progress_bar.setTextVisible(False)
+        for w in (self.run_label, self.progress_bar, self.count_label, self.zoom_label):
+            bar.addPermanentWidget(w)
+
+    def _connect(self) -> None:
+        self.undo_stack.indexChanged.connect(self._on_edit)
+        self.undo_stack.cleanChanged.connect(lambda _c: self._update_title())
+        self.files.path_changed.connect(lambda _p: self._update_title())
+        self.files.document_loaded.connect(self._on_document_loaded)
+        self.files.message.connect(self.show_message)
+        self.view.status_message.connect(self.show_message)
+        self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{round(z * 100)}%"))
+        self.view.files_dropped.connect(self._on_drop)
+        self.view.run_to_requested.connect(lambda nid: self.run_to([nid]))
+        self.scene.selectionChanged.connect(self._on_selection)
+        self.runs.node_state_changed.connect(self._on_node_state)
+        self.runs.log.connect(self.log_panel.append)
+        self.runs.progress.connect(lambda f: self.progress_bar.setValue(int(f * 1000)))
+        self.runs.run_started.connect(lambda _r: self._set_run_label())
+        self.runs.run_finished.connect(self._on_run_finished)
+        self.runs.queue_changed.connect(lambda _n: self._set_run_label())
+        self.runs.files_ready.connect(self._on_files)
+        self.runs.preview_ready.connect(self._on_latent_preview)
+        self.model.node_added.connect(lambda _n: self._update_counts())
+        self.model.node_removed.connect(lambda _n: self._update_counts())
+        self.model.reset.connect(self._update_counts)
+
+    # ---- document -----------------------------------------------------------------------------
+    def _snapshot(self) -> tuple[dict, str | None, bool]:
+        return self.model.workflow.to_json(), self.files.current_path, self.files.is_dirty()
+
+    def _on_edit(self, _index: int = 0) -> None:
+        self.autosaver.schedule()
+        self._update_title()
+
+    def _on_document_loaded(self) -> None:
+        self.scene.clear_run_states()
+        self.preview.clear()
+        QTimer.singleShot(0, self._restore_view)
+        self.autosaver.schedule()
+        self._update_title()
+
+    def _restore_view(self) -> None:
+        """Show the part of the canvas saved with the file, else frame everything."""
+        view = self.model.workflow.layout.get("view")
+        try:
+            cx, cy = (float(v) for v in view["center"])
+            zoom = float(view["zoom"])
+        except (TypeError, KeyError, ValueError):
+            self.view.frame_all()
+            return
+        self.view.set_zoom(zoom)
+        self.view.centerOn(QPointF(cx, cy))
+
+    def _store_view(self) -> None:
+        """Remember the visible area in layout["view"] (layout never affects a run)."""
+        center = self.view.visible_scene_rect().center()
+        self.model.workflow.layout["view"] = {"center": [round(center.x()), round(center.y())],
+                                              "zoom": round(self.view.zoom(), 3)}
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(f"{self.files.display_name()}[*] — Reelgraph")
+        self.setWindowModified(self.files.is_dirty())
+
+    def _update_counts(self, *_args) -> None:
+        n, links = len(self.model.workflow.nodes), len(self.model.workflow.links)
+        self.count_label.setText(f"{n} nodes · {links} links")
+
+    def show_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 6000)
+
+    def load_workflow(self, workflow, path: str | None, dirty: bool = False) -> None:
+        self.files.set_document(workflow, path, dirty)
+
+    def model_names(self, kind: str) -> list[str]:
+        return default_model_paths(self.settings.model_roots).list(kind)
+
+    def _on_drop(self, paths: list[str], scene_pos: QPointF) -> None:
+        def add_media_node(node_type: str, input_name: str, path: str, pos: QPointF) -> None:
+            node_id = self.editor.add_node(node_type, (pos.x(), pos.y()))
+            self.editor.set_input(node_id, input_name, path)
+        self.files.drop(paths, scene_pos, add_media_node)
+
+    # ---- selection and previews ----------------------------------------------------------------
+    def selected_node(self) -> str | None:
+        ids = self.scene.selected_node_ids()
+        return ids[0] if len(ids) == 1 else None
+
+    def _on_selection(self) -> None:
+        node_id = self.selected_node()
+        self.inspector.show_node(node_id)
+        if node_id is not None:
+            self.inspector.set_run_state(self.runs.states.get(node_id, self.scene.nodes[node_id].run_state))
+            self._show_preview(node_id)
+
+    def _node_title(self, node_id: str) -> str:
+        node, spec = self.model.node(node_id), self.model.spec(node_id)
+        return node.title or (spec.title if spec else node.type)
+
+    def _show_preview(self, node_id: str) -> None:
+        files = self.runs.last_files.get(node_id, [])
+        if files:
+            self.preview.show_files(self._node_title(node_id), files)
+        else:
+            self.preview.clear("No image or video output yet — run the graph")
+
+    def _on_files(self, node_id: str, files: list[str]) -> None:
+        spec = self.model.spec(node_id) if node_id in self.model.workflow.nodes else None
+        if spec is not None and spec.is_output:
+            image = thumbnail(files[0]) if files else None
+            self.scene.set_thumbnail(node_id, image)
+        if self.selected_node() in (node_id, None):
+            self.preview.show_files(self._node_title(node_id) if spec else node_id, files)
+
+    def _on_latent_preview(self, node_id: str, image) -> None:
+        if self.selected_node() in (node_id, None) and node_id in self.model.workflow.nodes:
+            self.preview.show_latent(self._node_title(node_id), image)
+
+    def _on_node_state(self, node_id: str) -> None:
+        state = self.runs.states.get(node_id)
+        if state is None:
+            return
+        self.scene.set_run_state(node_id, state)
+        if node_id == self.inspector.node_id:
+            self.inspector.set_run_state(state)
+
+    # ---- runs ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        self._queue([], "Run")
+
+    def run_to(self, node_ids: list[str]) -> None:
+        """Run only what the given nodes need (their upstream closure)."""
+        ids = [n for n in node_ids if n in self.model.workflow.nodes]
+        if ids:
+            self._queue(ids, f"Run to {', '.join(ids)}")
+
+    def run_selected(self) -> None:
+        ids = self.scene.selected_node_ids()
+        if ids:
+            self.run_to(ids)
+        else:
+            self.show_message("Select the nodes to run up to")
+
+    def _queue(self, targets: list[str], label: str) -> None:
+        snapshot = self.model.workflow.to_json()
+        if not self.model.workflow.nodes:
+            self.show_message("Nothing to run: the canvas is empty")
+            return
+        if targets:
+            needed = upstream_closure(dependency_graph(self.model.workflow), targets)
+            self.log_panel.append("info", f"{label}: {len(needed)} node(s) needed")
+        self.runs.queue_run(snapshot, targets or None, label)
+        self._set_run_label()
+        if self.randomize_seeds and self.editor.randomize_seeds(random.Random()):
+            self.show_message("Queued; seeds flagged “randomize after run” were re-rolled for the next run")
+
+    def stop(self) -> None:
+        self.runs.stop()
+
+    def _set_run_label(self) -> None:
+        waiting = len(self.runs.queue)
+        text = "running" if self.runs.busy else (self.runs.last_status or "idle")
+        if waiting:
+            text += f" · {waiting} queued"
+        self.run_label.setText(text)
+        for name in ("stop",):
+            if name in self.actions:
+                self.actions[name].setEnabled(self.runs.busy)
+
+    def _on_run_finished(self, run_id: str, status: str, error: str) -> None:
+        self._set_run_label()
+        if status == "crashed":
+            box = QMessageBox(QMessageBox.Critical, "Worker crashed",
+                              f"The worker process stopped unexpectedly:\n{error}\n\nYour graph is "
+                              "unchanged. The next run starts a fresh worker.", QMessageBox.Ok, self)
+            box.setModal(False)
+            self._crash_box = box
+            box.open()  # non-blocking: the canvas stays usable
+        self.show_message(f"Run {status}" + (f": {error}" if error and status != "done" else ""))
+
+    # ---- settings and closing -----------------------------------------------------------------
+    def edit_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self.dialogs, self)
+        if dialog.exec():
+            self.settings = dialog.result_settings()
+            self.runs.output_dir = self.settings.output_dir
+            if self.persist_settings:
+                save_settings(self.settings)
+            self.show_message("Settings saved (node pack changes apply on the next start)")
+
+    def export_canvas_image(self) -> None:
+        path = self.dialogs.save_image_path(str(Path(self.files.current_path or "canvas").with_suffix(".png")))
+        if path:
+            from app.export import render_scene_png
+            render_scene_png(self.scene, path)
+            self.show_message(f"Exported {Path(path).name}")
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if not self.files.maybe_save():
+            event.ignore()
+            return
+        self.autosaver.finish()
+        self.runs.close()
+        self.preview.clear()
+        event.accept()

@@ -1,0 +1,439 @@
+"""A node on the canvas: title bar in its category colour, typed sockets, painted inline widgets,
+run state (queued / running with a progress bar / cached / done / failed) and an output thumbnail.
+
+Invariants:
+- The item holds only its node id; everything it paints is read from the GraphModel on `refresh`.
+- Layout (`relayout`) is recomputed only when the node's inputs, links, size, collapse state or
+  thumbnail change, never in `paint`.
+- Item caching is DeviceCoordinateCache and paint() switches to a plain rectangle below
+  theme.LOD_DETAIL zoom (STYLE.md measurements); any visual change must call `update()`.
+- Unknown node types (placeholders) draw greyed with their stored inputs as read-only rows and
+  sockets derived from their links, so nothing about them is lost or hidden.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QFontMetrics, QImage, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
+
+from engine.sockets import LITERAL_TYPES
+from app import theme
+from app.run_state import NodeRunState
+from app.socket_item import SocketSlot, paint_socket, slot_at
+from app.widget_paint import WidgetSlot, format_value, paint_widget, widget_height, widget_kind
+
+if TYPE_CHECKING:
+    from app.scene import GraphScene
+
+MIN_WIDTH = 160.0
+COLLAPSED_WIDTH = 150.0
+GRIP = 12.0  # resize grip size at the bottom-right corner
+
+
+class NodeItem(QGraphicsItem):
+    def __init__(self, gscene: "GraphScene", node_id: str):
+        super().__init__()
+        self.gscene = gscene
+        self.node_id = node_id
+        self.input_slots: list[SocketSlot] = []
+        self.output_slots: list[SocketSlot] = []
+        self.widget_slots: list[WidgetSlot] = []
+        self.info_rows: list[tuple[str, str]] = []  # placeholder: stored inputs, read-only
+        self.run_state = NodeRunState()
+        self.thumbnail: QImage | None = None
+        self.thumb_rect = QRectF()
+        self.hover_widget: str | None = None
+        self._rect = QRectF(0, 0, theme.NODE_WIDTH, 60)
+        self._title = ""
+        self.title_color = QColor()
+        self._footer = ""
+        self.setFlags(QGraphicsItem.ItemIsMovable | QGraphicsItem.ItemIsSelectable
+                      | QGraphicsItem.ItemSendsGeometryChanges)
+        self.setAcceptHoverEvents(True)
+        self.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+        self.setZValue(1)
+        self.relayout()
+
+    # ---- model access -------------------------------------------------------------------------
+    @property
+    def model(self):
+        return self.gscene.model
+
+    @property
+    def spec(self):
+        return self.model.spec(self.node_id)
+
+    @property
+    def collapsed(self) -> bool:
+        return bool(self.model.layout_of(self.node_id).get("collapsed"))
+
+    # ---- layout -------------------------------------------------------------------------------
+    def relayout(self) -> None:
+        """Recompute sockets, widget rows and size from the document."""
+        self.prepareGeometryChange()
+        model, node = self.model, self.model.node(self.node_id)
+        spec = self.spec
+        layout = model.layout_of(self.node_id)
+        size = layout.get("size") if isinstance(layout.get("size"), list) else None
+        width = max(MIN_WIDTH, float(size[0])) if size and len(size) == 2 else float(theme.NODE_WIDTH)
+        self._title = node.title or (spec.title if spec else f"{node.type} (missing)")
+        self.title_color = theme.category_color(spec.category) if spec else QColor("#4a4a4a")
+        self.input_slots, self.output_slots, self.widget_slots, self.info_rows = [], [], [], []
+        linked_in = model.workflow.links_into(self.node_id)
+
+        if spec is None:
+            inputs = [(name, "ANY", True) for name in linked_in if name not in node.inputs]
+            outputs = sorted({l.from_output for l in model.workflow.links_from(self.node_id)})
+            outputs = [(name, "ANY") for name in outputs]
+            self.info_rows = [(k, _short(v)) for k, v in node.inputs.items()]
+            widget_inputs = []
+        else:
+            inputs = [(i.name, i.type.value, i.optional) for i in spec.inputs
+                      if not (i.type in LITERAL_TYPES and not i.link_only)]
+            outputs = [(o.name, o.type.value) for o in spec.outputs]
+            widget_inputs = [i for i in spec.inputs if i.has_widget]
+
+        if self.collapsed:
+            width = COLLAPSED_WIDTH
+            mid = theme.TITLE_H / 2
+            self.input_slots = [SocketSlot(n, t, False, QPointF(0, mid), opt) for n, t, opt in inputs]
+            self.input_slots += [SocketSlot(i.name, i.type.value, False, QPointF(0, mid), True)
+                                 for i in widget_inputs]
+            self.output_slots = [SocketSlot(n, t, True, QPointF(width, mid)) for n, t in outputs]
+            self._rect = QRectF(0, 0, width, theme.TITLE_H)
+            self._footer = ""
+            self.thumb_rect = QRectF()
+            return
+
+        y = theme.TITLE_H + 6
+        rows = max(len(inputs), len(outputs))
+        for i in range(rows):
+            cy = y + theme.ROW_H * (i + 0.5)
+            if i < len(inputs):
+                n, t, opt = inputs[i]
+                self.input_slots.append(SocketSlot(n, t, False, QPointF(0, cy), opt))
+            if i < len(outputs):
+                n, t = outputs[i]
+                self.output_slots.append(SocketSlot(n, t, True, QPointF(width, cy)))
+        y += theme.ROW_H * rows
+        y += theme.ROW_H * len(self.info_rows)
+        heights = [widget_height(widget_kind(i)) for i in widget_inputs]
+        needed = y + sum(h + 4 for h in heights) + theme.PAD
+        extra = 0.0
+        multis = [i for i in widget_inputs if widget_kind(i) == "multiline"]
+        if size and len(size) == 2 and multis and float(size[1]) > needed:
+            extra = (float(size[1]) - needed) / len(multis)  # a taller node grows its text boxes
+        for ispec, h in zip(widget_inputs, heights):
+            kind = widget_kind(ispec)
+            h += extra if kind == "multiline" else 0.0
+            rect = QRectF(theme.PAD + 4, y + 2, width - 2 * theme.PAD - 8, h)
+            self.widget_slots.append(WidgetSlot(ispec.name, kind, rect, ispec))
+            self.input_slots.append(SocketSlot(ispec.name, ispec.type.value, False,
+                                               QPointF(0, rect.center().y() if kind != "multiline"
+                                                       else rect.top() + theme.WIDGET_H / 2), True))
+            y += h + 4
+        self.thumb_rect = QRectF()
+        if self.thumbnail is not None and not self.thumbnail.isNull():
+            tw = width - 2 * theme.PAD
+            th = max(40.0, min(280.0, tw * self.thumbnail.height() / max(1, self.thumbnail.width())))
+            self.thumb_rect = QRectF(theme.PAD, y + 4, tw, th)
+            y += th + 8
+        self._footer = self.run_state.message if self.run_state.state == "failed" else ""
+        if self._footer:
+            y += 34
+        height = y + theme.PAD
+        if size and len(size) == 2:
+            height = max(height, float(size[1]))
+        self._rect = QRectF(0, 0, width, height)
+
+    def refresh(self) -> None:
+        self.relayout()
+        self.update()
+
+    def set_run_state(self, state: NodeRunState) -> None:
+        was_failed = self.run_state.state == "failed" or state.state == "failed"
+        self.run_state = state
+        self.setToolTip(state.traceback or state.message if state.state == "failed" else "")
+        if was_failed:
+            self.relayout()
+        self.update()
+
+    def set_thumbnail(self, image: QImage | None) -> None:
+        self.thumbnail = image
+        self.refresh()
+        self.gscene.node_geometry_changed(self.node_id)
+
+    # ---- geometry queries -----------------------------------------------------------------------
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
+        return self._rect.adjusted(-theme.SOCKET_R - 4, -3, theme.SOCKET_R + 4, 3)
+
+    def body_rect(self) -> QRectF:
+        return QRectF(self._rect)
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        path.addRect(self._rect.adjusted(-theme.SOCKET_R, 0, theme.SOCKET_R, 0))
+        return path
+
+    def slot(self, name: str, is_output: bool) -> SocketSlot | None:
+        slots = self.output_slots if is_output else self.input_slots
+        return next((s for s in slots if s.name == name), None)
+
+    def socket_scene_pos(self, name: str, is_output: bool) -> QPointF:
+        slot = self.slot(name, is_output)
+        if slot is None:  # unknown socket (e.g. placeholder edge cases): attach at the edge
+            return self.mapToScene(QPointF(self._rect.width() if is_output else 0, theme.TITLE_H / 2))
+        return self.mapToScene(slot.pos)
+
+    def socket_at(self, scene_pos: QPointF) -> SocketSlot | None:
+        local = self.mapFromScene(scene_pos)
+        if self.collapsed:
+            return None  # expand a node to wire it: its sockets overlap when collapsed
+        return slot_at(self.input_slots + self.output_slots, local)
+
+    def widget_at(self, local: QPointF) -> WidgetSlot | None:
+        return next((w for w in self.widget_slots if w.rect.contains(local)), None)
+
+    def collapse_zone(self) -> QRectF:
+        return QRectF(0, 0, 22, theme.TITLE_H)
+
+    def grip_zone(self) -> QRectF:
+        r = self._rect
+        return QRectF(r.right() - GRIP, r.bottom() - GRIP, GRIP, GRIP)
+
+    # ---- painting -----------------------------------------------------------------------------
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget=None) -> None:
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())
+        node = self.model.node(self.node_id)
+        rect = self._rect
+        state_color = theme.STATE_COLORS.get(self.run_state.state)
+        if lod < theme.LOD_DETAIL:
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(theme.NODE_BG if self.spec else theme.NODE_BG_PLACEHOLDER)
+            painter.drawRect(rect)
+            painter.setBrush(self.title_color)
+            painter.drawRect(QRectF(0, 0, rect.width(), min(rect.height(), theme.TITLE_H)))
+            outline = theme.NODE_SELECTED if self.isSelected() else state_color
+            if outline is not None:
+                painter.setPen(QPen(outline, 3.0 / max(lod, 0.05)))
+                painter.setBrush(Qt.NoBrush)
+                painter.drawRect(rect)
+            return
+
+        painter.setRenderHint(QPainter.Antialiasing)
+        self._paint_body(painter, node)
+        self._paint_rows(painter)
+        if node.mode != "normal":
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(theme.BYPASS_TINT if node.mode == "bypass" else theme.MUTE_TINT)
+            painter.drawRoundedRect(rect, theme.CORNER, theme.CORNER)
+        self._paint_sockets(painter)
+        if state_color is not None and self.run_state.state != "idle":
+            painter.setPen(QPen(state_color, 2.0))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(rect.adjusted(-1.5, -1.5, 1.5, 1.5), theme.CORNER + 1, theme.CORNER + 1)
+        if self.isSelected():
+            painter.setPen(QPen(theme.NODE_SELECTED, 1.6))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(rect.adjusted(-3, -3, 3, 3), theme.CORNER + 2, theme.CORNER + 2)
+
+    def _paint_body(self, painter: QPainter, node: Any) -> None:
+        rect = self._rect
+        painter.setPen(QPen(theme.NODE_BORDER, 1.0))
+        painter.setBrush(theme.NODE_BG if self.spec else theme.NODE_BG_PLACEHOLDER)
+        painter.drawRoundedRect(rect, theme.CORNER, theme.CORNER)
+        title = QPainterPath()
+        title_h = min(theme.TITLE_H, rect.height())
+        title.addRoundedRect(QRectF(0, 0, rect.width(), title_h), theme.CORNER, theme.CORNER)
+        if not self.collapsed:
+            square = QPainterPath()
+            square.addRect(QRectF(0, title_h / 2, rect.width(), title_h / 2))
+            title = title.united(square)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(self.title_color)
+        painter.drawPath(title)
+        painter.setPen(theme.NODE_TITLE_TEXT)
+        painter.setFont(theme.small_font())
+        painter.drawText(self.collapse_zone(), Qt.AlignCenter, "▸" if self.collapsed else "▾")
+        painter.setFont(theme.title_font())
+        fm = QFontMetrics(painter.font())
+        badge = self.run_state.badge()
+        badge_w = QFontMetrics(theme.small_font()).horizontalAdvance(badge) + 12 if badge else 0
+        text_rect = QRectF(22, 0, rect.width() - 28 - badge_w, title_h)
+        painter.setPen(theme.NODE_TITLE_TEXT if self.spec else theme.NODE_TEXT_DIM)
+        painter.drawText(text_rect, Qt.AlignVCenter | Qt.AlignLeft,
+                         fm.elidedText(self._title, Qt.ElideRight, int(text_rect.width())))
+        if badge:
+            painter.setFont(theme.small_font())
+            color = theme.STATE_COLORS.get(self.run_state.state, theme.NODE_TEXT)
+            badge_rect = QRectF(rect.width() - badge_w - 6, 5, badge_w, title_h - 10)
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 110))
+            painter.drawRoundedRect(badge_rect, 7, 7)
+            painter.setPen(color.lighter(130))
+            painter.drawText(badge_rect, Qt.AlignCenter, badge)
+        if self.run_state.state == "running" and not self.collapsed:
+            bar = QRectF(0, title_h, rect.width(), 3)
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 120))
+            painter.drawRect(bar)
+            painter.setBrush(theme.STATE_COLORS["running"])
+            painter.drawRect(QRectF(0, title_h, rect.width() * self.run_state.fraction, 3))
+
+    def _paint_rows(self, painter: QPainter) -> None:
+        if self.collapsed:
+            return
+        rect = self._rect
+        painter.setFont(theme.body_font())
+        painter.setPen(theme.NODE_TEXT)
+        widget_names = {w.name for w in self.widget_slots}
+        for slot in self.input_slots:
+            if slot.name not in widget_names:
+                painter.drawText(QRectF(12, slot.pos.y() - 9, rect.width() / 2 - 12, 18),
+                                 Qt.AlignVCenter | Qt.AlignLeft, slot.name)
+        for slot in self.output_slots:
+            painter.drawText(QRectF(rect.width() / 2, slot.pos.y() - 9, rect.width() / 2 - 12, 18),
+                             Qt.AlignVCenter | Qt.AlignRight, slot.name)
+        if self.info_rows:
+            y0 = theme.TITLE_H + 6 + theme.ROW_H * max(
+                len([s for s in self.input_slots]), len(self.output_slots))
+            painter.setPen(theme.NODE_TEXT_DIM)
+            fm = QFontMetrics(painter.font())
+            for i, (name, value) in enumerate(self.info_rows):
+                row = QRectF(12, y0 + i * theme.ROW_H, rect.width() - 24, theme.ROW_H)
+                painter.drawText(row, Qt.AlignVCenter | Qt.AlignLeft,
+                                 fm.elidedText(f"{name}: {value}", Qt.ElideRight, int(row.width())))
+        node = self.model.node(self.node_id)
+        linked = self.model.workflow.links_into(self.node_id)
+        randomize = self.model.layout_of(self.node_id).get("randomize") or []
+        for w in self.widget_slots:
+            value = node.inputs.get(w.name, w.spec.default if w.spec else None)
+            paint_widget(painter, w, value, linked=w.name in linked,
+                         hovered=w.name == self.hover_widget, randomize=w.name in randomize)
+        if not self.thumb_rect.isNull() and self.thumbnail is not None:
+            painter.setRenderHint(QPainter.SmoothPixmapTransform)
+            painter.drawImage(self.thumb_rect, self.thumbnail)
+        if self._footer:
+            painter.setFont(theme.small_font())
+            painter.setPen(theme.STATE_COLORS["failed"].lighter(120))
+            box = QRectF(10, rect.height() - theme.PAD - 32, rect.width() - 20, 32)
+            painter.drawText(box, Qt.AlignLeft | Qt.AlignTop | Qt.TextWordWrap,
+                             _clip(f"⚠ {self._footer}", 120))
+
+    def _paint_sockets(self, painter: QPainter) -> None:
+        hint = self.gscene.drag_hint
+        linked_in = self.model.workflow.links_into(self.node_id)
+        linked_out = {l.from_output for l in self.model.workflow.links_from(self.node_id)}
+        drawn: set[tuple[float, float, bool]] = set()
+        for slot in self.input_slots + self.output_slots:
+            key = (slot.pos.x(), slot.pos.y(), slot.is_output)
+            if self.collapsed and key in drawn:
+                continue
+            drawn.add(key)
+            connected = (slot.name in linked_out) if slot.is_output else (slot.name in linked_in)
+            highlight = hint(self.node_id, slot) if hint is not None else 0
+            paint_socket(painter, slot, connected, highlight)
+        if not self.collapsed:
+            painter.setPen(QPen(theme.NODE_TEXT_DIM, 1.0))
+            g = self.grip_zone()
+            for k in (4, 8):
+                painter.drawLine(QPointF(g.right() - k, g.bottom() - 2), QPointF(g.right() - 2, g.bottom() - k))
+
+    # ---- Qt events ----------------------------------------------------------------------------
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:  # noqa: N802
+        if change == QGraphicsItem.ItemPositionHasChanged:
+            self.gscene.node_item_moved(self.node_id)
+        elif change == QGraphicsItem.ItemSelectedHasChanged:
+            self.setZValue(2 if value else 1)
+        return super().itemChange(change, value)
+
+    def hoverMoveEvent(self, event) -> None:  # noqa: N802
+        local = event.pos()
+        w = self.widget_at(local)
+        name = w.name if w else None
+        if name != self.hover_widget:
+            self.hover_widget = name
+            self.update()
+        socket = slot_at(self.input_slots + self.output_slots, local) if not self.collapsed else None
+        if socket is not None:
+            self.setToolTip(f"{socket.name}: {socket.type_name}")
+        elif w is not None and w.spec is not None and w.spec.tooltip:
+            self.setToolTip(w.spec.tooltip)
+        elif self.run_state.state == "failed":
+            self.setToolTip(self.run_state.traceback or self.run_state.message)
+        elif local.y() < theme.TITLE_H and self.spec is not None:
+            self.setToolTip(f"{self.spec.title} — {self.spec.description}")
+        else:
+            self.setToolTip("")
+        super().hoverMoveEvent(event)
+
+    def hoverLeaveEvent(self, event) -> None:  # noqa: N802
+        if self.hover_widget is not None:
+            self.hover_widget = None
+            self.update()
+        super().hoverLeaveEvent(event)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.LeftButton:
+            local = event.pos()
+            if self.collapse_zone().contains(local):
+                self.gscene.toggle_collapsed([self.node_id])
+                event.accept()
+                return
+            if not self.collapsed and self.grip_zone().contains(local):
+                self.gscene.begin_resize(self, event.scenePos())
+                event.accept()
+                return
+            w = self.widget_at(local)
+            if w is not None and self.gscene.widgets is not None:
+                if not self.isSelected():
+                    if not event.modifiers() & (Qt.ControlModifier | Qt.ShiftModifier):
+                        self.gscene.clearSelection()
+                    self.setSelected(True)
+                self.gscene.widgets.press(self, w, event)
+                event.accept()
+                return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self.gscene.resizing is self:
+            self.gscene.update_resize(event.scenePos())
+            return
+        if self.gscene.widgets is not None and self.gscene.widgets.active_item is self:
+            self.gscene.widgets.move(event)
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self.gscene.resizing is self:
+            self.gscene.end_resize()
+            return
+        if self.gscene.widgets is not None and self.gscene.widgets.active_item is self:
+            self.gscene.widgets.release(event)
+            return
+        super().mouseReleaseEvent(event)
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        local = event.pos()
+        if local.y() < theme.TITLE_H and not self.collapse_zone().contains(local):
+            self.gscene.rename_node(self.node_id)
+            event.accept()
+            return
+        w = self.widget_at(local)
+        if w is not None and self.gscene.widgets is not None:
+            self.gscene.widgets.open_editor(self, w)
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
+
+
+def _short(value: Any) -> str:
+    text = format_value(None, value) if not isinstance(value, (dict, list)) else str(value)
+    return _clip(text.replace("\n", " "), 60)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -1,0 +1,237 @@
+"""Runs from the studio: a queue of document snapshots sent one at a time to the worker process,
+with its events turned into per-node states, log lines, previews and output files.
+
+Invariants:
+- The controller only reads the document (a JSON snapshot taken when the run is queued); nothing a
+  run does — failing, being stopped, the worker crashing — can change or lose the graph.
+- Stop is cooperative first (interrupt), then after `grace` seconds the worker is killed and
+  restarted, without blocking the GUI thread (a timer escalates, not a sleep).
+- Events are polled from a QTimer in the GUI thread, only while a run is in flight.
+- Output files of a node are remembered across runs (`last_files`) so a cached output node still
+  previews its latest files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtGui import QImage
+
+from engine import events as ev
+from app.run_state import NodeRunState
+
+
+@dataclass
+class QueuedRun:
+    workflow: dict[str, Any]
+    targets: list[str] | None = None
+    label: str = "Run"
+    queued_at: float = field(default_factory=time.time)
+
+
+def preview_to_qimage(array: Any) -> QImage | None:
+    """A uint8 (H, W, 3) array (latent preview) as an owned QImage, or None if malformed."""
+    if not isinstance(array, np.ndarray) or array.ndim != 3 or array.shape[2] != 3:
+        return None
+    arr = np.ascontiguousarray(array.astype(np.uint8, copy=False))
+    h, w, _ = arr.shape
+    return QImage(arr.data, w, h, 3 * w, QImage.Format_RGB888).copy()  # copy: arr is freed
+
+
+class RunController(QObject):
+    node_state_changed = Signal(str)  # node id; read states[node_id]
+    run_started = Signal(str)  # run id
+    run_finished = Signal(str, str, str)  # run id, status, error
+    log = Signal(str, str)  # level, message
+    progress = Signal(float)  # overall 0..1
+    queue_changed = Signal(int)  # runs waiting behind the current one
+    preview_ready = Signal(str, object)  # node id, QImage
+    files_ready = Signal(str, list)  # node id, output file paths
+
+    def __init__(self, client_factory: Callable[[], Any], output_dir: str | None = None,
+                 poll_ms: int = 40):
+        super().__init__()
+        self._client_factory = client_factory
+        self._client: Any = None
+        self.output_dir = output_dir
+        self.queue: list[QueuedRun] = []
+        self.current: str | None = None
+        self.current_run: QueuedRun | None = None
+        self.states: dict[str, NodeRunState] = {}
+        self.last_files: dict[str, list[str]] = {}
+        self.last_status = ""
+        self._stop_requested_for: str | None = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self.poll)
+        self._escalate = QTimer(self)
+        self._escalate.setSingleShot(True)
+        self._escalate.timeout.connect(self._kill_if_still_running)
+
+    # ---- worker -------------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def prestart(self) -> None:
+        """Spawn the worker now so the first run does not wait for it to import torch."""
+        try:
+            self.client.start()
+        except Exception as exc:  # a broken environment must not stop the studio from opening
+            self.log.emit("error", f"could not start the worker: {exc}")
+
+    def close(self) -> None:
+        self._timer.stop()
+        self._escalate.stop()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    # ---- queue --------------------------------------------------------------------------------
+    def queue_run(self, workflow_json: dict[str, Any], targets: list[str] | None = None,
+                  label: str = "Run") -> None:
+        self.queue.append(QueuedRun(workflow_json, targets, label))
+        self.queue_changed.emit(len(self.queue))
+        if not self.busy:
+            self._submit_next()
+
+    def clear_queue(self) -> int:
+        n = len(self.queue)
+        self.queue.clear()
+        self.queue_changed.emit(0)
+        return n
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Interrupt the current run and drop the queue; kill and restart the worker if it has
+        not stopped after `grace` seconds."""
+        dropped = self.clear_queue()
+        if dropped:
+            self.log.emit("info", f"dropped {dropped} queued run{'s' if dropped != 1 else ''}")
+        if self.current is None:
+            return
+        self.log.emit("info", "stopping the run…")
+        self._stop_requested_for = self.current
+        self.client.interrupt()
+        self._escalate.start(int(grace * 1000))
+
+    def _kill_if_still_running(self) -> None:
+        if self.current is not None and self.current == self._stop_requested_for:
+            self.log.emit("warning", "the worker did not stop in time; killing and restarting it")
+            self.client.restart()  # the run is then closed as interrupted on the next poll
+
+    def _submit_next(self) -> None:
+        if not self.queue:
+            return
+        run = self.queue.pop(0)
+        self.queue_changed.emit(len(self.queue))
+        try:
+            self.current = self.client.submit(run.workflow, targets=run.targets,
+                                              output_dir=self.output_dir)
+        except Exception as exc:  # cannot spawn or reach the worker
+            self.current = None
+            self.log.emit("error", f"cannot start the run: {exc}")
+            self.run_finished.emit("", "crashed", str(exc))
+            return
+        self.current_run = run
+        self.last_status = "running"
+        self._timer.start()
+
+    # ---- events -------------------------------------------------------------------------------
+    def poll(self) -> None:
+        if self._client is None:
+            return
+        for event in self._client.poll_events(0.0):
+            self.handle(event)
+
+    def _set(self, node_id: str, **changes: Any) -> None:
+        state = self.states.setdefault(node_id, NodeRunState())
+        for key, value in changes.items():
+            setattr(state, key, value)
+        self.node_state_changed.emit(node_id)
+
+    def handle(self, event: ev.Event) -> None:
+        if event.run_id and event.run_id != self.current and not isinstance(event, ev.LogMessage):
+            return  # a late event from a run already closed
+        if isinstance(event, ev.RunStarted):
+            for nid in list(self.states):
+                self.states[nid] = NodeRunState()
+                self.node_state_changed.emit(nid)
+            for nid in event.node_ids:
+                self._set(nid, state="queued")
+            self.run_started.emit(event.run_id)
+            self.log.emit("info", f"{self.current_run.label if self.current_run else 'run'} started: "
+                                  f"{len(event.node_ids)} nodes")
+        elif isinstance(event, ev.NodeQueued):
+            self._set(event.node_id, state="queued")
+        elif isinstance(event, ev.NodeCached):
+            self._set(event.node_id, state="cached", fraction=1.0)
+            self.progress.emit(event.overall)
+        elif isinstance(event, ev.NodeStarted):
+            self._set(event.node_id, state="running", fraction=0.0, message="")
+            self.progress.emit(event.overall)
+        elif isinstance(event, ev.NodeProgress):
+            self._set(event.node_id, state="running", fraction=event.fraction, message=event.message)
+            self.progress.emit(event.overall)
+            if event.preview is not None:
+                image = preview_to_qimage(event.preview)
+                if image is not None:
+                    self.preview_ready.emit(event.node_id, image)
+        elif isinstance(event, ev.NodeDone):
+            self._set(event.node_id, state="done", fraction=1.0, seconds=event.seconds,
+                      files=list(event.files), message="")
+            self.progress.emit(event.overall)
+            if event.files:
+                self.last_files[event.node_id] = list(event.files)
+                self.files_ready.emit(event.node_id, list(event.files))
+        elif isinstance(event, ev.NodeFailed):
+            self._set(event.node_id, state="failed", message=event.message, traceback=event.traceback)
+            self.log.emit("error", f"{event.node_id} ({event.node_type}) failed: {event.message}"
+                          + (f"\n{event.traceback}" if event.traceback else ""))
+        elif isinstance(event, ev.NodeSkipped):
+            self._set(event.node_id, state="skipped", message=event.reason)
+        elif isinstance(event, ev.LogMessage):
+            prefix = f"{event.node_id}: " if event.node_id else ""
+            self.log.emit(event.level, prefix + event.message)
+        elif isinstance(event, ev.RunFinished):
+            self._finish(event)
+
+    def _finish(self, event: ev.RunFinished) -> None:
+        status = event.status
+        leftover = "interrupted" if status in ("interrupted", "crashed") else "idle"
+        for nid, state in self.states.items():
+            if state.state == "running":
+                message = "worker crashed" if status == "crashed" else state.message
+                self._set(nid, state="failed" if status == "crashed" else "interrupted", message=message)
+            elif state.state == "queued":
+                self._set(nid, state=leftover if leftover != "idle" else "idle")
+        for problem in (event.report or {}).get("problems", []) if status == "invalid" else []:
+            nid = problem.get("node_id")
+            if nid:
+                where = f"{problem.get('input')}: " if problem.get("input") else ""
+                self._set(nid, state="failed", message=where + problem.get("message", ""))
+        level = {"done": "info", "interrupted": "warning"}.get(status, "error")
+        text = f"run {status}" + (f": {event.error}" if event.error else "")
+        seconds = (event.report or {}).get("seconds")
+        if status == "done" and isinstance(seconds, (int, float)):
+            text += f" in {seconds:.1f} s"
+        self.log.emit(level, text)
+        self.current, self.current_run = None, None
+        self._stop_requested_for = None
+        self._escalate.stop()
+        self.last_status = status
+        self.progress.emit(1.0 if status == "done" else 0.0)
+        self.run_finished.emit(event.run_id, status, event.error)
+        if self.queue:
+            self._submit_next()
+        else:
+            self._timer.stop()

@@ -1,0 +1,123 @@
+"""Studio settings: the engine's Settings (model roots, node pack folders, output folder — shared
+with the CLI, engine.config) plus studio-only preferences (recent files) and the dialog to edit them.
+
+Both files live in the platformdirs user config dir; the engine's file is engine.config's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QListWidget, QPushButton, QVBoxLayout, QWidget)
+
+from engine.config import Settings, load_settings, save_settings
+from engine.document import atomic_write_text
+
+APP_NAME = "reelgraph"
+MAX_RECENT = 10
+
+
+def prefs_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "studio.json"
+
+
+@dataclass
+class StudioPrefs:
+    recent_files: list[str] = field(default_factory=list)
+    path: Path | None = None  # where to save; None = do not persist (tests)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "StudioPrefs":
+        path = path or prefs_path()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        recent = data.get("recent_files") if isinstance(data, dict) else None
+        return cls([str(p) for p in recent if isinstance(p, str)] if isinstance(recent, list) else [], path)
+
+    def save(self) -> None:
+        if self.path is not None:
+            try:
+                atomic_write_text(self.path, json.dumps({"recent_files": self.recent_files}, indent=2))
+            except OSError:
+                pass  # preferences are a convenience; never fail an edit over them
+
+    def add_recent(self, path: str) -> None:
+        path = str(Path(path).resolve())
+        self.recent_files = [path] + [p for p in self.recent_files if p != path]
+        del self.recent_files[MAX_RECENT:]
+        self.save()
+
+
+class _FolderList(QWidget):
+    def __init__(self, folders: list[str], pick_folder):
+        super().__init__()
+        self._pick = pick_folder
+        self.list = QListWidget()
+        self.list.addItems(folders)
+        self.list.setMaximumHeight(110)
+        add, remove = QPushButton("Add…"), QPushButton("Remove")
+        add.clicked.connect(self._add)
+        remove.clicked.connect(lambda: [self.list.takeItem(self.list.row(i)) for i in self.list.selectedItems()])
+        buttons = QVBoxLayout()
+        buttons.addWidget(add)
+        buttons.addWidget(remove)
+        buttons.addStretch(1)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.list, 1)
+        row.addLayout(buttons)
+
+    def _add(self) -> None:
+        folder = self._pick()
+        if folder:
+            self.list.addItem(folder)
+
+    def folders(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+
+class SettingsDialog(QDialog):
+    """Edit model roots, node pack folders and the output folder. Changes to node packs take
+    effect on the next start (they are code, loaded once)."""
+
+    def __init__(self, settings: Settings, dialogs, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.resize(560, 360)
+        self.settings = settings
+        self.roots = _FolderList(list(settings.model_roots), lambda: dialogs.folder("Add a model root"))
+        self.packs = _FolderList(list(settings.node_packs), lambda: dialogs.folder("Add a node pack folder"))
+        self.output = QLineEdit(settings.output_dir)
+        form = QFormLayout()
+        form.addRow("Model roots", self.roots)
+        form.addRow("Node pack folders", self.packs)
+        form.addRow("Output folder", self.output)
+        note = QLabel("Model roots use ComfyUI's layout (diffusion_models, text_encoders, vae, …); an "
+                      "existing ComfyUI models folder works as it is. Node packs are code: add only "
+                      "folders you trust. Node pack changes apply on the next start.")
+        note.setWordWrap(True)
+        note.setStyleSheet("color: #8d9098;")
+        buttons = QDialogButtonBox(QDialogButtonBox.Save | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(note)
+        layout.addWidget(buttons)
+
+    def result_settings(self) -> Settings:
+        data: dict[str, Any] = asdict(self.settings)
+        data["model_roots"] = self.roots.folders()
+        data["node_packs"] = self.packs.folders()
+        data["output_dir"] = self.output.text().strip() or self.settings.output_dir
+        return Settings.from_json(data)
+
+
+__all__ = ["Settings", "StudioPrefs", "SettingsDialog", "load_settings", "save_settings"]
