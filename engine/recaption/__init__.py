@@ -23,7 +23,6 @@ from typing import Any
 
 from engine.errors import NodeError
 from engine.recaption.builtin import GRAMMARS, builtin_caption
-from engine.recaption.local_llm import LocalModelError, generate
 from engine.recaption.openai_compat import (DEFAULT_BASE_URL, DEFAULT_KEY_ENV, EndpointError,
                                             chat_completion)
 
@@ -89,6 +88,8 @@ def recaption(prompt: str, backend: str = "builtin", *, seed: int = 0, max_words
         if backend == "builtin":
             return _builtin(prompt, seed, max_words, grammar)
         if backend == "local":
+            from engine.recaption.local_llm import generate  # torch/transformers only when used
+
             path = _resolve_llm(llm, model_paths)
             text = generate(path, system_prompt(max_words), prompt, seed=seed,
                             max_new_tokens=max_new_tokens, temperature=temperature, device=device)
@@ -132,6 +133,8 @@ def _resolve_llm(llm: Path | str | None, model_paths: Any) -> Path:
 
 
 def _as_recaption_error(backend: str, exc: Exception) -> RecaptionError:
+    from engine.recaption.local_llm import LocalModelError
+
     if isinstance(exc, RecaptionError):
         return exc
     if isinstance(exc, (EndpointError, LocalModelError)):
