@@ -1,0 +1,96 @@
+"""Model loader nodes: LoadDiT and LoadVAE (LoadTextEncoder lives in nodes/text.py).
+
+Thin over engine.models: the node resolves the chosen name in the model folders, loads it with
+architecture detection and records the model's identity (file, family, layout, sha256) in the run's
+provenance. The loaded model is an output value that stays in the RAM cache between runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.context import ExecutionContext
+from engine.devices import DTYPE_CHOICES
+from engine.errors import NodeError
+from engine.models.interfaces import ModelInfo
+from engine.schema import Input, NodeSpec, NodeType, Output
+from engine.sockets import SocketType as S
+
+
+def resolve_model(ctx: ExecutionContext, kind: str, name: str, input_name: str) -> Path:
+    """The file for `name` in the `kind` model folders, or a NodeError naming the input."""
+    if ctx.model_paths is None:
+        raise NodeError("no model folders are configured for this run", input=input_name)
+    try:
+        return ctx.model_paths.resolve(kind, name)
+    except NodeError as exc:
+        raise NodeError(str(exc), input=input_name) from None
+
+
+def record_model(ctx: ExecutionContext, info: ModelInfo) -> None:
+    """Put the model's identity into the run's provenance (embedded in every output)."""
+    ctx.provenance.setdefault("models", {})[ctx.node_id] = {
+        "path": Path(info.path).name, "family": info.family, "layout": info.layout,
+        "sha256": info.sha256}
+
+
+class LoadDiT(NodeType):
+    """Load a diffusion transformer (Wan 2.1 / 2.2 T2V, I2V, TI2V) from the diffusion_models folder.
+
+    The architecture, variant and key layout (Wan original, ComfyUI or diffusers) are detected
+    from the file. dtype auto picks bf16 on a GPU and fp32 on the CPU; fp8 stores the weights in
+    8 bits and computes in half precision. Only safetensors or weights-only checkpoints load.
+    """
+
+    spec = NodeSpec(
+        name="LoadDiT", display_name="Load DiT", category="loaders", description=__doc__,
+        inputs=(
+            Input("model", S.STRING, "", file_kind="diffusion_models",
+                  tooltip="a file (or diffusers folder) in a diffusion_models model folder"),
+            Input("dtype", S.STRING, "auto", choices=DTYPE_CHOICES,
+                  tooltip="weight precision; auto = bf16 on GPU, fp32 on CPU"),
+        ),
+        outputs=(Output("model", S.DIT),),
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, model: str, dtype: str = "auto") -> dict[str, Any]:
+        from engine.models.wan_dit import load_dit
+
+        path = resolve_model(ctx, "diffusion_models", model, "model")
+        ctx.progress(0.0, f"loading {path.name}")
+        dit = load_dit(path, device=ctx.device, dtype=dtype)
+        record_model(ctx, dit.info)
+        ctx.progress(1.0, f"{dit.info.family} ({dit.info.layout} layout)")
+        return {"model": dit}
+
+
+class LoadVAE(NodeType):
+    """Load a video VAE (Wan 2.1 or Wan 2.2) from the vae folder.
+
+    The version and key layout are detected from the file; the VAE fixes the latent grid (channels,
+    4x temporal and 8x or 16x spatial compression) that noise, conditioning and decoding share.
+    """
+
+    spec = NodeSpec(
+        name="LoadVAE", display_name="Load VAE", category="loaders", description=__doc__,
+        inputs=(
+            Input("vae", S.STRING, "", file_kind="vae",
+                  tooltip="a file (or diffusers folder) in a vae model folder"),
+            Input("dtype", S.STRING, "auto", choices=DTYPE_CHOICES[:4],
+                  tooltip="weight precision; auto = fp32 (the decoder is precision-sensitive)"),
+        ),
+        outputs=(Output("vae", S.VAE),),
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, vae: str, dtype: str = "auto") -> dict[str, Any]:
+        from engine.models.wan_vae import load_vae
+
+        path = resolve_model(ctx, "vae", vae, "vae")
+        ctx.progress(0.0, f"loading {path.name}")
+        model = load_vae(path, device=ctx.device, dtype=dtype)
+        record_model(ctx, model.info)
+        ctx.progress(1.0, model.info.family)
+        return {"vae": model}
