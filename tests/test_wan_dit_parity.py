@@ -10,7 +10,7 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-from engine.devices import DTypePolicy, dtype_policy
+from engine.devices import DTypePolicy, dtype_policy, pick_device
 from engine.errors import NodeError
 from engine.models.detect import detect_wan_dit, guess_arch
 from engine.models.interfaces import DiffusionModel
@@ -231,5 +231,38 @@ def test_dtype_policies(tmp_path):
     assert torch.isfinite(out).all() and (out - exact).abs().max() < 0.2 * exact.abs().max()
 
     assert dtype_policy("auto", "cpu") == DTypePolicy(torch.float32)
+    assert dtype_policy("auto", "cpu", kind="vae") == DTypePolicy(torch.float32)
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert pick_device() == torch.device("cpu") or pick_device().type == "mps"
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
     with pytest.raises(ValueError, match="unknown dtype"):
         dtype_policy("int4", "cpu")
+
+
+class _RecordingModule(torch.nn.Linear):
+    """Records device moves instead of making them (no GPU is needed to check the policy)."""
+
+    def __init__(self):
+        super().__init__(2, 2)
+        self.moves: list[str] = []
+
+    def to(self, device, *args, **kwargs):
+        self.moves.append(str(device))
+        return self
+
+
+def test_on_device_moves_for_the_call_and_back():
+    from engine.devices import on_device
+
+    module = _RecordingModule()
+    with on_device(module, "cpu"):  # already there: nothing moves
+        pass
+    assert module.moves == []
+    with on_device(module, "cuda:0"):
+        assert module.moves == ["cuda:0"]
+    assert module.moves == ["cuda:0", "cpu"]  # offloaded back afterwards
+    with on_device(module, "cuda:0", offload=False):
+        pass
+    assert module.moves[-1] == "cuda:0"

@@ -233,7 +233,7 @@ def detect_wan_vae(tensors: Mapping[str, Any], source: Any = "<state dict>",
         enc_in, dec_out, post = "encoder.conv1.weight", "decoder.head.2.weight", "conv2.weight"
     elif {"decoder.mid_block.resnets.0.norm1.gamma", "encoder.conv_in.weight",
           "post_quant_conv.weight"} <= set(shapes):
-        layout = "comfyui" if prefix else "diffusers"
+        layout = "diffusers"
         enc_in, dec_out, post = "encoder.conv_in.weight", "decoder.conv_out.weight", "post_quant_conv.weight"
     else:
         raise _wrong_kind(source, "a Wan VAE (keys like decoder.middle.0.residual.0.gamma or "

@@ -201,7 +201,9 @@ class WanDiT:
         if t.ndim == 0:
             return t.expand(batch).clone()
         if t.ndim == 1:
-            return t.expand(batch).clone() if t.shape[0] == 1 else t
+            if t.shape[0] not in (1, batch):
+                raise NodeError(f"timestep must be (B,) = ({batch},) or (B, T), got {tuple(t.shape)}")
+            return t.expand(batch).clone()
         pt, ph, pw = self.patch_size
         if t.shape != (batch, frames):
             raise NodeError(f"per-frame timesteps must be (B, T) = {(batch, frames)}, got {tuple(t.shape)}")

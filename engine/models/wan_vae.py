@@ -117,9 +117,10 @@ def diffusers_to_original(state: Mapping[str, torch.Tensor], config: Mapping[str
 
 def to_diffusers(state: Mapping[str, torch.Tensor], detection: Detection,
                  source: Any = "<state dict>") -> dict[str, torch.Tensor]:
+    """Any supported layout -> diffusers keys (prefix stripped, original names converted)."""
     n = len(detection.prefix)
     stripped = {k[n:]: v for k, v in state.items()} if n else dict(state)
-    if detection.layout == "diffusers" or "decoder.mid_block.resnets.0.norm1.gamma" in stripped:
+    if detection.layout == "diffusers":
         return stripped
     return original_to_diffusers(stripped, detection.config, source)
 
