@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from engine.errors import NodeError
 from engine.models.interfaces import DiffusionModel
@@ -66,6 +65,9 @@ class Schedule:
 
 def make_scheduler(sampler: str, shift: float) -> Any:
     """A fresh diffusers scheduler configured as in WanPipeline (schedulers are stateful: one per run)."""
+    # imported here: diffusers costs seconds to import, and every worker/CLI start loads this module
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
     if sampler == "euler":
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
     if sampler == "unipc":
