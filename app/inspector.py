@@ -34,8 +34,11 @@ class _CommitTextEdit(QPlainTextEdit):
         self.setMinimumHeight(90)
 
     def focusOutEvent(self, event) -> None:  # noqa: N802
-        self._on_commit(self.toPlainText())
+        self.commit()
         super().focusOutEvent(event)
+
+    def commit(self) -> None:
+        self._on_commit(self.toPlainText())
 
 
 class Inspector(QWidget):
@@ -215,6 +218,14 @@ class Inspector(QWidget):
         if link is not None:
             return f"⟵ {link.from_node}.{link.from_output}"
         return "(not connected)" if link_only else ""
+
+    def commit_pending(self) -> None:
+        """Commit the field being typed in (a run or save must see what is on screen)."""
+        focused = self.focusWidget()
+        if isinstance(focused, _CommitTextEdit):
+            focused.commit()
+        elif isinstance(focused, (QLineEdit, QSpinBox, QDoubleSpinBox)) and self.isAncestorOf(focused):
+            focused.editingFinished.emit()
 
     # ---- syncing ------------------------------------------------------------------------------
     def _sync(self) -> None:

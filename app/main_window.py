@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import QPointF, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar
@@ -194,6 +195,8 @@ class MainWindow(QMainWindow):
         return ids[0] if len(ids) == 1 else None
 
     def _on_selection(self) -> None:
+        if not shiboken6.isValid(self.scene):
+            return  # the scene emits while it is being destroyed with the window
         node_id = self.selected_node()
         self.inspector.show_node(node_id)
         if node_id is not None:
@@ -249,6 +252,8 @@ class MainWindow(QMainWindow):
             self.show_message("Select the nodes to run up to")
 
     def _queue(self, targets: list[str], label: str) -> None:
+        self.view.commit_editor()  # Ctrl+Enter while typing a prompt runs with that prompt
+        self.inspector.commit_pending()
         snapshot = self.model.workflow.to_json()
         if not self.model.workflow.nodes:
             self.show_message("Nothing to run: the canvas is empty")

@@ -396,6 +396,9 @@ class NodeItem(QGraphicsItem):
                 self.gscene.widgets.press(self, w, event)
                 event.accept()
                 return
+            if _shift_only(event):  # Shift adds to the selection (Blender / ComfyUI habit)
+                self.setSelected(True)
+                event.setModifiers(event.modifiers() | Qt.ControlModifier)
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
@@ -414,6 +417,12 @@ class NodeItem(QGraphicsItem):
         if self.gscene.widgets is not None and self.gscene.widgets.active_item is self:
             self.gscene.widgets.release(event)
             return
+        if event.button() == Qt.LeftButton and _shift_only(event):
+            # Qt toggles a Ctrl-clicked item on release; Shift must only ever add
+            event.setModifiers(event.modifiers() | Qt.ControlModifier)
+            super().mouseReleaseEvent(event)
+            self.setSelected(True)
+            return
         super().mouseReleaseEvent(event)
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
@@ -428,6 +437,11 @@ class NodeItem(QGraphicsItem):
             event.accept()
             return
         super().mouseDoubleClickEvent(event)
+
+
+def _shift_only(event) -> bool:
+    mods = event.modifiers()
+    return bool(mods & Qt.ShiftModifier) and not mods & Qt.ControlModifier
 
 
 def _short(value: Any) -> str:

@@ -94,7 +94,7 @@ class GraphView(QGraphicsView):
         offset = QPointF(view_pos - center) / new
         self.centerOn(anchor - offset)
         self.zoom_changed.emit(new)
-        self._close_editor()
+        self.commit_editor()
 
     def set_zoom(self, zoom: float) -> None:
         self.zoom_at(zoom / self.zoom())
@@ -133,7 +133,7 @@ class GraphView(QGraphicsView):
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         if self.palette.isVisible() and not self.palette.geometry().contains(event.position().toPoint()):
             self.palette.hide()
-        self._close_editor()
+        self.commit_editor()
         if event.button() == Qt.MiddleButton or (event.button() == Qt.LeftButton and self._space):
             self._pan_last = event.position().toPoint()
             self.viewport().setCursor(Qt.ClosedHandCursor)
@@ -150,10 +150,6 @@ class GraphView(QGraphicsView):
                 # Shift+rubber band adds to the selection, like Ctrl (Blender / ComfyUI habit)
                 event = QMouseEvent(event.type(), event.position(), event.globalPosition(), event.button(),
                                     event.buttons(), event.modifiers() | Qt.ControlModifier)
-            elif event.modifiers() & Qt.ShiftModifier:
-                item = self.itemAt(event.position().toPoint())
-                if isinstance(item, NodeItem):
-                    item.setSelected(True)
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
@@ -340,7 +336,7 @@ class GraphView(QGraphicsView):
     # ---- EditorHost ---------------------------------------------------------------------------
     def show_text_editor(self, scene_rect: QRectF, text: str, multiline: bool,
                          on_commit: Callable[[str], None]) -> None:
-        self._close_editor()
+        self.commit_editor()
         rect = self.mapFromScene(scene_rect).boundingRect()
         self.inline_editor = InlineEditor(self.viewport(), rect, text, multiline, self.zoom(),
                                           on_commit, self._editor_closed)
@@ -349,7 +345,7 @@ class GraphView(QGraphicsView):
         self.inline_editor = None
         self.setFocus()
 
-    def _close_editor(self) -> None:
+    def commit_editor(self) -> None:
         if self.inline_editor is not None:
             self.inline_editor.commit()
 
