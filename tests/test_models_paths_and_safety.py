@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from engine.errors import NodeError
-from engine.models.paths import ModelNotFoundError, ModelPaths, default_model_paths, fingerprint
+from engine.models.paths import (BUNDLED_MINILM, ModelNotFoundError, ModelPaths, default_model_paths,
+                                 fingerprint)
 from engine.models.safe_load import (ModelLoadError, file_sha256, load_state_dict, read_metadata,
                                      save_state_dict)
 
@@ -40,7 +41,7 @@ def test_list_reads_every_root_and_alias_folder(two_roots):
     assert paths.list("unet") == paths.list("diffusion_models")
     assert paths.list("vae") == ["wan_2.1_vae.pth"]
     # a folder with config.json is one model, not searched inside
-    assert paths.list("text_encoders") == ["minilm", "umt5.bin"]
+    assert paths.list("text_encoders") == [BUNDLED_MINILM, "minilm", "umt5.bin"]  # bundled first
     assert paths.list("llm") == []
 
 

@@ -343,7 +343,8 @@ def test_nodes_encode_prompt_and_empty_negative_from_model_folders(tmp_path, reg
     shutil.copy(spm_model, folder / "umt5_tiny.tokenizer" / "spiece.model")
     save_file(plain(umt5.state_dict()), folder / "umt5_tiny.safetensors")
     paths = ModelPaths([tmp_path / "models"])
-    assert paths.list("text_encoders") == ["umt5_tiny.safetensors"]  # the tokenizer is no model
+    # the tokenizer folder is no model; the bundled encoder is always offered first
+    assert paths.list("text_encoders") == [BUNDLED_MINILM, "umt5_tiny.safetensors"]
     ex = Executor(registry, ResultCache(disk_dir=None), model_paths=paths, temp_dir=tmp_path / "t",
                   device=torch.device("cpu"))
     wf = Workflow()

