@@ -52,6 +52,9 @@ class DiffusionModel(Protocol):
     in_channels: int  # channels of x the transformer takes (latent + any conditioning channels)
     out_channels: int  # latent channels it predicts
     text_dim: int  # width of the text embeddings it expects
+    # True when the model takes a timestep per latent frame (Wan 2.2 TI2V): known frames then get
+    # timestep 0 and stay clean; otherwise the sampler re-noises them to the current level.
+    frame_timesteps: bool
 
     def predict_velocity(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                          context_mask: torch.Tensor | None = None,
