@@ -223,7 +223,12 @@ class MainWindow(QMainWindow):
             self.preview.show_files(self._node_title(node_id) if spec else node_id, files)
 
     def _on_latent_preview(self, node_id: str, image) -> None:
-        if self.selected_node() in (node_id, None) and node_id in self.model.workflow.nodes:
+        if node_id not in self.model.workflow.nodes:
+            return
+        if image.width() < 192:  # latents are tiny: enlarge with hard pixels, not a blur
+            image = image.scaledToWidth(192, Qt.FastTransformation)
+        self.scene.set_thumbnail(node_id, image)  # denoising shows on the node, as in ComfyUI
+        if self.selected_node() in (node_id, None):
             self.preview.show_latent(self._node_title(node_id), image)
 
     def _on_node_state(self, node_id: str) -> None:

@@ -34,10 +34,22 @@ class QueuedRun:
 
 
 def preview_to_qimage(array: Any) -> QImage | None:
-    """A uint8 (H, W, 3) array (latent preview) as an owned QImage, or None if malformed."""
-    if not isinstance(array, np.ndarray) or array.ndim != 3 or array.shape[2] != 3:
+    """A preview picture as an owned QImage, or None if malformed.
+
+    Accepts what nodes send: numpy or torch, (H, W, 3) or with leading batch dims of 1
+    ((1, H, W, 3) from DiTDenoise), uint8 or float in [0, 1].
+    """
+    if hasattr(array, "detach"):  # a torch tensor, without importing torch here
+        array = array.detach().cpu().numpy()
+    if not isinstance(array, np.ndarray):
         return None
-    arr = np.ascontiguousarray(array.astype(np.uint8, copy=False))
+    while array.ndim > 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
+        return None
+    if array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    arr = np.ascontiguousarray(array)
     h, w, _ = arr.shape
     return QImage(arr.data, w, h, 3 * w, QImage.Format_RGB888).copy()  # copy: arr is freed
 
