@@ -100,7 +100,7 @@ class NodeItem(QGraphicsItem):
             width = COLLAPSED_WIDTH
             mid = theme.TITLE_H / 2
             self.input_slots = [SocketSlot(n, t, False, QPointF(0, mid), opt) for n, t, opt in inputs]
-            self.input_slots += [SocketSlot(i.name, i.type.value, False, QPointF(0, mid), True)
+            self.input_slots += [SocketSlot(i.name, i.type.value, False, QPointF(0, mid), True, True)
                                  for i in widget_inputs]
             self.output_slots = [SocketSlot(n, t, True, QPointF(width, mid)) for n, t in outputs]
             self._rect = QRectF(0, 0, width, theme.TITLE_H)
@@ -133,7 +133,7 @@ class NodeItem(QGraphicsItem):
             self.widget_slots.append(WidgetSlot(ispec.name, kind, rect, ispec))
             self.input_slots.append(SocketSlot(ispec.name, ispec.type.value, False,
                                                QPointF(0, rect.center().y() if kind != "multiline"
-                                                       else rect.top() + theme.WIDGET_H / 2), True))
+                                                       else rect.top() + theme.WIDGET_H / 2), True, True))
             y += h + 4
         self.thumb_rect = QRectF()
         if self.thumbnail is not None and not self.thumbnail.isNull():

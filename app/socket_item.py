@@ -27,7 +27,7 @@ class SocketSlot:
     is_output: bool
     pos: QPointF
     optional: bool = False
-    label: str = ""
+    widget: bool = False  # the socket of an inline widget: a link may replace its value
 
     @property
     def socket_type(self) -> SocketType:
@@ -53,6 +53,14 @@ def paint_socket(painter: QPainter, slot: SocketSlot, connected: bool, highlight
     if highlight < 0:
         color = QColor(color.red() // 3, color.green() // 3, color.blue() // 3)
     r = theme.SOCKET_R
+    if slot.widget and not connected and highlight <= 0:
+        # a widget's socket is an offer, not a requirement: small and quiet until used
+        faded = QColor(color)
+        faded.setAlpha(110)
+        painter.setPen(QPen(faded, 1.4))
+        painter.setBrush(Qt.NoBrush)
+        painter.drawEllipse(slot.pos, r * 0.6, r * 0.6)
+        return
     if highlight > 0:
         painter.setPen(Qt.NoPen)
         glow = QColor(color)

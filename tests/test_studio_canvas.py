@@ -371,3 +371,68 @@ def test_full_undo_and_redo_restore_documents_exactly(make_window, canvas_regist
         stack.redo()
     assert wf.to_json() == final
     assert [i.node_id for i in window.scene.nodes.values()] == list(final["nodes"])
+
+
+def test_context_menu_adds_nodes_by_category(qtbot, make_window, canvas_registry):
+    from PySide6.QtGui import QContextMenuEvent
+    window = _window(make_window, canvas_registry)
+    view = window.view
+    at = view.viewport().rect().center()
+    event = QContextMenuEvent(QContextMenuEvent.Mouse, at, view.viewport().mapToGlobal(at))
+    QApplication.sendEvent(view.viewport(), event)
+    menu = view.active_menu
+    add_menu = menu.actions()[0].menu()
+    categories = {a.text(): a.menu() for a in add_menu.actions()}
+    assert set(categories) == {"image", "io", "latent", "text", "vae"}
+    filters = {a.text(): a.menu() for a in categories["image"].actions()}["filters"]
+    (blur,) = filters.actions()
+    blur.trigger()
+    menu.close()
+    (node,) = window.model.workflow.nodes.values()
+    assert node.type == "Blur"
+    x, y = window.model.pos_of(node.id)
+    spot = view.mapToScene(at)
+    assert abs(x - (spot.x() - 20)) <= 1 and abs(y - (spot.y() - 12)) <= 1
+
+
+def test_space_drag_pans(qtbot, make_window, canvas_registry):
+    window = _window(make_window, canvas_registry)
+    view = window.view
+    view.setFocus()
+    center = view.viewport().rect().center()
+    before = view.mapToScene(center)
+    qtbot.keyPress(view, Qt.Key_Space)
+    drag_in_view(view, center, center + QPoint(-80, 40))
+    qtbot.keyRelease(view, Qt.Key_Space)
+    after = view.mapToScene(center)
+    assert abs((after.x() - before.x()) - 80) < 2 and abs((after.y() - before.y()) + 40) < 2
+    assert window.scene.selectedItems() == []  # a pan is not a rubber band
+
+
+def test_inspector_edits_are_undoable_and_follow_the_canvas(qtbot, make_window, canvas_registry):
+    window = _window(make_window, canvas_registry)
+    a = _add(window, "NoiseLatent", 0, 0)
+    d = _add(window, "DecodeVideo", 400, 0)
+    window.editor.connect(a, "latent", d, "latent")
+    window.scene.nodes[a].setSelected(True)
+    inspector = window.inspector
+    assert inspector.node_id == a
+    frames, _ = inspector.editors["frames"]
+    frames.setValue(25)
+    frames.editingFinished.emit()
+    assert window.model.workflow.nodes[a].inputs["frames"] == 25
+    sampler, _ = inspector.editors["sampler"]
+    sampler.setCurrentText("dpm")
+    sampler.activated.emit(sampler.currentIndex())
+    assert window.model.workflow.nodes[a].inputs["sampler"] == "dpm"
+    window.undo_stack.undo()
+    window.undo_stack.undo()
+    assert window.model.workflow.nodes[a].inputs["frames"] == 17 and frames.value() == 17
+    window.editor.set_input(a, "strength", 0.25)  # an edit made elsewhere shows up
+    assert inspector.editors["strength"][0].value() == 0.25
+    inspector._seed_boxes["seed"].setChecked(True)
+    assert window.model.layout_of(a)["randomize"] == ["seed"]
+    window.scene.clearSelection()
+    window.scene.nodes[d].setSelected(True)
+    link_label, _ = inspector.editors["latent"]
+    assert link_label.text() == f"⟵ {a}.latent"

@@ -231,3 +231,22 @@ def test_export_image_renders_without_a_display(tmp_path):
     close = lambda c: (np.abs(pixels.astype(int) - c).sum(axis=2) < 6).mean()  # noqa: E731
     assert close(image_title) > 0.005  # the gradient nodes' title bars are there
     assert close(background) > 0.3
+
+
+def test_settings_dialog_edits_model_roots_and_node_packs(tmp_path):
+    from engine.config import Settings
+    from app.studio_settings import SettingsDialog, StudioPrefs
+
+    dialogs = ScriptedDialogs(folder=[str(tmp_path / "ComfyUI" / "models"), str(tmp_path / "packs")])
+    dialog = SettingsDialog(Settings(model_roots=["/old/models"], output_dir=str(tmp_path)), dialogs)
+    dialog.roots._add()
+    dialog.packs._add()
+    dialog.roots.list.item(0).setSelected(True)
+    result = dialog.result_settings()
+    assert result.model_roots == ["/old/models", str(tmp_path / "ComfyUI" / "models")]
+    assert result.node_packs == [str(tmp_path / "packs")]
+    prefs = StudioPrefs(path=tmp_path / "studio.json")
+    for name in ("a.json", "b.json", "a.json"):
+        prefs.add_recent(str(tmp_path / name))
+    assert StudioPrefs.load(tmp_path / "studio.json").recent_files == [
+        str((tmp_path / "a.json").resolve()), str((tmp_path / "b.json").resolve())]
