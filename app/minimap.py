@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 class Minimap(QWidget):
     def __init__(self, view: "GraphView"):
-        super().__init__(view.viewport())
+        super().__init__(view)  # not the viewport: its children scroll with the canvas
         self.view = view
         self.setFixedSize(210, 140)
         self.setCursor(Qt.PointingHandCursor)
@@ -89,5 +89,6 @@ class Minimap(QWidget):
             self._jump(event.position())
 
     def place(self) -> None:
-        vp = self.view.viewport()
-        self.move(vp.width() - self.width() - 10, vp.height() - self.height() - 10)
+        vp = self.view.viewport().geometry()  # in view coordinates
+        self.move(vp.right() - self.width() - 10, vp.bottom() - self.height() - 10)
+        self.raise_()

@@ -223,6 +223,13 @@ def drag_in_view(view, start: QPoint, end: QPoint, steps: int = 8, button=Qt.Lef
     _send(view, QEvent.MouseButtonRelease, QPointF(), button, Qt.NoButton, view_pos=end)
 
 
+def click_widget(widget, pos: QPoint, button=Qt.LeftButton) -> None:
+    """Press and release on an ordinary QWidget at `pos` (its own coordinates)."""
+    glob = QPointF(widget.mapToGlobal(pos))
+    for kind, buttons in ((QEvent.MouseButtonPress, button), (QEvent.MouseButtonRelease, Qt.NoButton)):
+        QApplication.sendEvent(widget, QMouseEvent(kind, QPointF(pos), glob, button, buttons, Qt.NoModifier))
+
+
 def socket_pos(window, node_id: str, name: str, is_output: bool) -> QPointF:
     return window.scene.nodes[node_id].socket_scene_pos(name, is_output)
 

@@ -12,7 +12,7 @@ from app import theme
 from app.palette import search_specs
 from app.widget_paint import ARROW_W, DICE_W
 from tests.conftest_qt import (ScriptedDialogs, canvas_registry, click, double_click, drag,  # noqa: F401
-                               drag_in_view,
+                               click_widget, drag_in_view,
                                make_window, move, press, release, socket_pos, widget_rect)
 
 
@@ -344,7 +344,17 @@ def test_zoom_keeps_the_point_under_the_cursor_and_pan_and_frame(make_window, ca
     window.actions["frame_all"].trigger()
     visible = view.visible_scene_rect()
     assert all(visible.contains(item.sceneBoundingRect()) for item in window.scene.nodes.values())
-    assert view.minimap.isVisible()
+    minimap = view.minimap
+    assert minimap.isVisible()  # and still in the bottom-right corner after all that scrolling
+    corner = view.viewport().geometry().bottomRight()
+    assert abs(minimap.geometry().right() - corner.x()) <= 12 and abs(minimap.geometry().bottom() - corner.y()) <= 12
+    view.set_zoom(1.0)
+    minimap.recompute()
+    target = window.scene.nodes["blur6"].sceneBoundingRect().center()
+    s, off = minimap._mapping()
+    click_widget(minimap, QPoint(round(target.x() * s + off.x()), round(target.y() * s + off.y())))
+    center = view.visible_scene_rect().center()
+    assert abs(center.x() - target.x()) < 2 / s and abs(center.y() - target.y()) < 2 / s
 
 
 def test_full_undo_and_redo_restore_documents_exactly(make_window, canvas_registry):
