@@ -145,6 +145,7 @@ class MainWindow(QMainWindow):
         self.scene.clear_run_states()
         self.preview.clear()
         QTimer.singleShot(0, self._restore_view)
+        self.view.setFocus()  # canvas shortcuts (X, C, F, Tab) work right away
         self.autosaver.schedule()
         self._update_title()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu
 
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
 
 
 def _action(window: "MainWindow", actions: dict, name: str, text: str, slot, shortcut=None,
-            tip: str = "") -> QAction:
+            tip: str = "", canvas: bool = False) -> QAction:
+    """`canvas`: the shortcut works only while the canvas has focus, so single keys (X, C, F)
+    and Delete / Ctrl+C never act on nodes while the log or the inspector is focused."""
     action = QAction(text, window)
     if shortcut is not None:
         if isinstance(shortcut, (list, tuple)):
@@ -28,7 +31,11 @@ def _action(window: "MainWindow", actions: dict, name: str, text: str, slot, sho
         action.setStatusTip(tip)
         action.setToolTip(tip)
     action.triggered.connect(lambda _checked=False: slot())
-    window.addAction(action)  # shortcuts work while any child has focus
+    if canvas:
+        action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+        window.view.addAction(action)
+    else:
+        window.addAction(action)  # shortcuts work while any child has focus
     actions[name] = action
     return action
 
@@ -54,25 +61,25 @@ def build(window: "MainWindow") -> dict[str, QAction]:
     window.addAction(undo)
     window.addAction(redo)
     a["undo"], a["redo"] = undo, redo
-    _action(w, a, "cut", "Cu&t", view.cut_selection, QKeySequence.Cut)
-    _action(w, a, "copy", "&Copy", view.copy_selection, QKeySequence.Copy)
-    _action(w, a, "paste", "&Paste", view.paste, QKeySequence.Paste)
-    _action(w, a, "paste_links", "Paste with Input Links", partial(view.paste, None, True), "Ctrl+Shift+V")
-    _action(w, a, "duplicate", "&Duplicate", view.duplicate_selection, ["Ctrl+D", "Shift+D"])
-    _action(w, a, "delete", "De&lete", view.delete_selection, [QKeySequence.Delete, "Backspace", "X"])
+    _action(w, a, "cut", "Cu&t", view.cut_selection, QKeySequence.Cut, canvas=True)
+    _action(w, a, "copy", "&Copy", view.copy_selection, QKeySequence.Copy, canvas=True)
+    _action(w, a, "paste", "&Paste", view.paste, QKeySequence.Paste, canvas=True)
+    _action(w, a, "paste_links", "Paste with Input Links", partial(view.paste, None, True), "Ctrl+Shift+V", canvas=True)
+    _action(w, a, "duplicate", "&Duplicate", view.duplicate_selection, ["Ctrl+D", "Shift+D"], canvas=True)
+    _action(w, a, "delete", "De&lete", view.delete_selection, [QKeySequence.Delete, "Backspace", "X"], canvas=True)
     _action(w, a, "select_all", "Select &All", lambda: [i.setSelected(True) for i in window.scene.nodes.values()],
-            QKeySequence.SelectAll)
-    _action(w, a, "group", "&Group Selected", view.group_selection, "Ctrl+G")
-    _action(w, a, "bypass", "&Bypass", lambda: editor.toggle_mode(selected(), "bypass"), "Ctrl+B")
-    _action(w, a, "mute", "&Mute", lambda: editor.toggle_mode(selected(), "mute"), "Ctrl+M")
-    _action(w, a, "collapse", "Collapse / Expand", lambda: editor.toggle_collapsed(selected()), ["C", "Alt+C"])
-    _action(w, a, "rename", "Rename Node", lambda: [editor.rename_node(n) for n in selected()[:1]], "F2")
+            QKeySequence.SelectAll, canvas=True)
+    _action(w, a, "group", "&Group Selected", view.group_selection, "Ctrl+G", canvas=True)
+    _action(w, a, "bypass", "&Bypass", lambda: editor.toggle_mode(selected(), "bypass"), "Ctrl+B", canvas=True)
+    _action(w, a, "mute", "&Mute", lambda: editor.toggle_mode(selected(), "mute"), "Ctrl+M", canvas=True)
+    _action(w, a, "collapse", "Collapse / Expand", lambda: editor.toggle_collapsed(selected()), ["C", "Alt+C"], canvas=True)
+    _action(w, a, "rename", "Rename Node", lambda: [editor.rename_node(n) for n in selected()[:1]], "F2", canvas=True)
     # View
-    _action(w, a, "frame_selection", "&Frame Selection", view.frame_selection, ["F", "."])
-    _action(w, a, "frame_all", "Frame &All", view.frame_all, "Home")
-    _action(w, a, "zoom_in", "Zoom &In", lambda: view.zoom_at(1.25), ["Ctrl+=", "Ctrl++"])
-    _action(w, a, "zoom_out", "Zoom &Out", lambda: view.zoom_at(0.8), "Ctrl+-")
-    _action(w, a, "zoom_reset", "Actual Size", lambda: view.set_zoom(1.0), "Ctrl+0")
+    _action(w, a, "frame_selection", "&Frame Selection", view.frame_selection, ["F", "."], canvas=True)
+    _action(w, a, "frame_all", "Frame &All", view.frame_all, "Home", canvas=True)
+    _action(w, a, "zoom_in", "Zoom &In", lambda: view.zoom_at(1.25), ["Ctrl+=", "Ctrl++"], canvas=True)
+    _action(w, a, "zoom_out", "Zoom &Out", lambda: view.zoom_at(0.8), "Ctrl+-", canvas=True)
+    _action(w, a, "zoom_reset", "Actual Size", lambda: view.set_zoom(1.0), "Ctrl+0", canvas=True)
     minimap = _action(w, a, "minimap", "Show &Overview", lambda: view.minimap.setVisible(a["minimap"].isChecked()))
     minimap.setCheckable(True)
     minimap.setChecked(True)

@@ -446,3 +446,24 @@ def test_inspector_edits_are_undoable_and_follow_the_canvas(qtbot, make_window, 
     window.scene.nodes[d].setSelected(True)
     link_label, _ = inspector.editors["latent"]
     assert link_label.text() == f"⟵ {a}.latent"
+
+
+def test_keyboard_verbs_act_on_the_canvas_only_when_it_has_focus(qtbot, make_window, canvas_registry):
+    window = _window(make_window, canvas_registry)
+    view = window.view
+    a = _add(window, "Prompt", 0, 0)
+    window.scene.nodes[a].setSelected(True)
+    window.activateWindow()  # shortcuts follow the focus of the active window
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    window.log_panel.setFocus()
+    qtbot.keyClick(window.log_panel, Qt.Key_Delete)
+    qtbot.keyClick(window.log_panel, Qt.Key_X)
+    assert a in window.model.workflow.nodes  # keys in the log never delete nodes
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key_X)
+    assert a not in window.model.workflow.nodes
+    qtbot.keyClick(view, Qt.Key_Z, Qt.ControlModifier)
+    assert a in window.model.workflow.nodes
+    window.scene.nodes[a].setSelected(True)
+    qtbot.keyClick(view, Qt.Key_D, Qt.ControlModifier)
+    assert len(window.model.workflow.nodes) == 2

@@ -137,3 +137,13 @@ def test_queued_runs_execute_in_order(qtbot, make_window):
     wait_until(qtbot, lambda: len(finished) == 2, 60)
     assert finished == ["done", "done"]
     assert labels == ["Run", f"Run to {save}"]
+
+
+def test_an_invalid_graph_marks_the_nodes_at_fault(qtbot, make_window):
+    window = make_window()
+    save = window.editor.add_node("SaveImage", (0, 0))  # its IMAGE input is not connected
+    window.actions["run"].trigger()
+    wait_until(qtbot, lambda: not window.runs.busy, 60)
+    assert window.runs.last_status == "invalid"
+    state = window.scene.nodes[save].run_state
+    assert state.state == "failed" and state.message.startswith("images: required IMAGE input")
