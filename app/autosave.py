@@ -96,8 +96,8 @@ class Autosaver(QObject):
 
     def __init__(self, store: RecoveryStore,
                  snapshot: Callable[[], tuple[dict[str, Any], str | None, bool]],
-                 delay_ms: int = DELAY_MS):
-        super().__init__()
+                 delay_ms: int = DELAY_MS, parent: QObject | None = None):
+        super().__init__(parent)  # parented to its window: its timer dies with the document
         self.store = store
         self._snapshot = snapshot
         self.timer = QTimer(self)

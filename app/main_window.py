@@ -66,9 +66,9 @@ class MainWindow(QMainWindow):
         self.files = FileController(self.model, self.undo_stack, registry, self.dialogs, self.prefs)
         self.files.before_save = self._store_view
         self.runs = RunController(client_factory or _default_client_factory(self.settings),
-                                  output_dir=self.settings.output_dir)
+                                  output_dir=self.settings.output_dir, parent=self)
         self.recovery = recovery or RecoveryStore()
-        self.autosaver = Autosaver(self.recovery, self._snapshot, autosave_ms)
+        self.autosaver = Autosaver(self.recovery, self._snapshot, autosave_ms, parent=self)
         self.randomize_seeds = True
         self._build_docks()
         self._build_status_bar()
@@ -294,7 +294,8 @@ class MainWindow(QMainWindow):
             box.setModal(False)
             self._crash_box = box
             box.open()  # non-blocking: the canvas stays usable
-        self.show_message(f"Run {status}" + (f": {error}" if error and status != "done" else ""))
+        first_line = error.strip().splitlines()[0] if error.strip() else ""
+        self.show_message(f"Run {status}" + (f": {first_line}" if first_line and status != "done" else ""))
 
     # ---- settings and closing -----------------------------------------------------------------
     def edit_settings(self) -> None:

@@ -19,17 +19,15 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFontMetrics, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
 
-from engine.sockets import LITERAL_TYPES
 from app import theme
 from app.run_state import NodeRunState
 from app.socket_item import SocketSlot, paint_socket, slot_at
-from app.widget_paint import WidgetSlot, format_value, paint_widget, widget_height, widget_kind
+from app.node_layout import layout_node
+from app.widget_paint import WidgetSlot, paint_widget
 
 if TYPE_CHECKING:
     from app.scene import GraphScene
 
-MIN_WIDTH = 160.0
-COLLAPSED_WIDTH = 150.0
 GRIP = 12.0  # resize grip size at the bottom-right corner
 
 
@@ -50,6 +48,7 @@ class NodeItem(QGraphicsItem):
         self._title = ""
         self.title_color = QColor()
         self._footer = ""
+        self._info_top = 0.0
         self.setFlags(QGraphicsItem.ItemIsMovable | QGraphicsItem.ItemIsSelectable
                       | QGraphicsItem.ItemSendsGeometryChanges)
         self.setAcceptHoverEvents(True)
@@ -72,82 +71,18 @@ class NodeItem(QGraphicsItem):
 
     # ---- layout -------------------------------------------------------------------------------
     def relayout(self) -> None:
-        """Recompute sockets, widget rows and size from the document."""
+        """Recompute sockets, widget rows and size from the document (app.node_layout)."""
         self.prepareGeometryChange()
         model, node = self.model, self.model.node(self.node_id)
-        spec = self.spec
-        layout = model.layout_of(self.node_id)
-        size = layout.get("size") if isinstance(layout.get("size"), list) else None
-        width = max(MIN_WIDTH, float(size[0])) if size and len(size) == 2 else float(theme.NODE_WIDTH)
-        self._title = node.title or (spec.title if spec else f"{node.type} (missing)")
-        self.title_color = theme.category_color(spec.category) if spec else QColor("#4a4a4a")
-        self.input_slots, self.output_slots, self.widget_slots, self.info_rows = [], [], [], []
-        linked_in = model.workflow.links_into(self.node_id)
-
-        if spec is None:
-            inputs = [(name, "ANY", True) for name in linked_in if name not in node.inputs]
-            outputs = sorted({l.from_output for l in model.workflow.links_from(self.node_id)})
-            outputs = [(name, "ANY") for name in outputs]
-            self.info_rows = [(k, _short(v)) for k, v in node.inputs.items()]
-            widget_inputs = []
-        else:
-            inputs = [(i.name, i.type.value, i.optional) for i in spec.inputs
-                      if not (i.type in LITERAL_TYPES and not i.link_only)]
-            outputs = [(o.name, o.type.value) for o in spec.outputs]
-            widget_inputs = [i for i in spec.inputs if i.has_widget]
-
-        if self.collapsed:
-            width = COLLAPSED_WIDTH
-            mid = theme.TITLE_H / 2
-            self.input_slots = [SocketSlot(n, t, False, QPointF(0, mid), opt) for n, t, opt in inputs]
-            self.input_slots += [SocketSlot(i.name, i.type.value, False, QPointF(0, mid), True, True)
-                                 for i in widget_inputs]
-            self.output_slots = [SocketSlot(n, t, True, QPointF(width, mid)) for n, t in outputs]
-            self._rect = QRectF(0, 0, width, theme.TITLE_H)
-            self._footer = ""
-            self.thumb_rect = QRectF()
-            return
-
-        y = theme.TITLE_H + 6
-        rows = max(len(inputs), len(outputs))
-        for i in range(rows):
-            cy = y + theme.ROW_H * (i + 0.5)
-            if i < len(inputs):
-                n, t, opt = inputs[i]
-                self.input_slots.append(SocketSlot(n, t, False, QPointF(0, cy), opt))
-            if i < len(outputs):
-                n, t = outputs[i]
-                self.output_slots.append(SocketSlot(n, t, True, QPointF(width, cy)))
-        y += theme.ROW_H * rows
-        y += theme.ROW_H * len(self.info_rows)
-        heights = [widget_height(widget_kind(i)) for i in widget_inputs]
-        needed = y + sum(h + 4 for h in heights) + theme.PAD
-        extra = 0.0
-        multis = [i for i in widget_inputs if widget_kind(i) == "multiline"]
-        if size and len(size) == 2 and multis and float(size[1]) > needed:
-            extra = (float(size[1]) - needed) / len(multis)  # a taller node grows its text boxes
-        for ispec, h in zip(widget_inputs, heights):
-            kind = widget_kind(ispec)
-            h += extra if kind == "multiline" else 0.0
-            rect = QRectF(theme.PAD + 4, y + 2, width - 2 * theme.PAD - 8, h)
-            self.widget_slots.append(WidgetSlot(ispec.name, kind, rect, ispec))
-            self.input_slots.append(SocketSlot(ispec.name, ispec.type.value, False,
-                                               QPointF(0, rect.center().y() if kind != "multiline"
-                                                       else rect.top() + theme.WIDGET_H / 2), True, True))
-            y += h + 4
-        self.thumb_rect = QRectF()
-        if self.thumbnail is not None and not self.thumbnail.isNull():
-            tw = width - 2 * theme.PAD
-            th = max(40.0, min(280.0, tw * self.thumbnail.height() / max(1, self.thumbnail.width())))
-            self.thumb_rect = QRectF(theme.PAD, y + 4, tw, th)
-            y += th + 8
-        self._footer = self.run_state.message if self.run_state.state == "failed" else ""
-        if self._footer:
-            y += 34
-        height = y + theme.PAD
-        if size and len(size) == 2:
-            height = max(height, float(size[1]))
-        self._rect = QRectF(0, 0, width, height)
+        thumb = self.thumbnail.size() if self.thumbnail is not None and not self.thumbnail.isNull() else None
+        g = layout_node(node, self.spec, model.layout_of(self.node_id),
+                        set(model.workflow.links_into(self.node_id)),
+                        sorted({l.from_output for l in model.workflow.links_from(self.node_id)}),
+                        thumb, self.run_state.message if self.run_state.state == "failed" else "")
+        self._title, self.title_color, self._rect = g.title, g.title_color, g.rect
+        self.input_slots, self.output_slots, self.widget_slots = g.inputs, g.outputs, g.widgets
+        self.info_rows, self._info_top = g.info_rows, g.info_top
+        self.thumb_rect, self._footer = g.thumb_rect, g.footer
 
     def refresh(self) -> None:
         self.relayout()
@@ -298,8 +233,7 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(rect.width() / 2, slot.pos.y() - 9, rect.width() / 2 - 12, 18),
                              Qt.AlignVCenter | Qt.AlignRight, slot.name)
         if self.info_rows:
-            y0 = theme.TITLE_H + 6 + theme.ROW_H * max(
-                len([s for s in self.input_slots]), len(self.output_slots))
+            y0 = self._info_top
             painter.setPen(theme.NODE_TEXT_DIM)
             fm = QFontMetrics(painter.font())
             for i, (name, value) in enumerate(self.info_rows):
@@ -442,11 +376,6 @@ class NodeItem(QGraphicsItem):
 def _shift_only(event) -> bool:
     mods = event.modifiers()
     return bool(mods & Qt.ShiftModifier) and not mods & Qt.ControlModifier
-
-
-def _short(value: Any) -> str:
-    text = format_value(None, value) if not isinstance(value, (dict, list)) else str(value)
-    return _clip(text.replace("\n", " "), 60)
 
 
 def _clip(text: str, n: int) -> str:

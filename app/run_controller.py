@@ -65,8 +65,8 @@ class RunController(QObject):
     files_ready = Signal(str, list)  # node id, output file paths
 
     def __init__(self, client_factory: Callable[[], Any], output_dir: str | None = None,
-                 poll_ms: int = 40):
-        super().__init__()
+                 poll_ms: int = 40, parent: QObject | None = None):
+        super().__init__(parent)
         self._client_factory = client_factory
         self._client: Any = None
         self.output_dir = output_dir

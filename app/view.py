@@ -16,6 +16,7 @@ from PySide6.QtGui import QKeyEvent, QMouseEvent, QPainter
 from PySide6.QtWidgets import QGraphicsView, QLabel, QMenu
 
 from app import context_menu
+from app.canvas_host import CanvasHostMixin
 from app.clipboard import put_on_clipboard, read_clipboard
 from app.dialogs import Dialogs
 from app.group_item import GroupItem
@@ -32,7 +33,7 @@ from app.widget_editors import WidgetController
 MIN_ZOOM, MAX_ZOOM = 0.05, 4.0
 
 
-class GraphView(QGraphicsView):
+class GraphView(CanvasHostMixin, QGraphicsView):
     status_message = Signal(str)
     files_dropped = Signal(list, QPointF)
     run_to_requested = Signal(str)
@@ -318,75 +319,6 @@ class GraphView(QGraphicsView):
         for nid in ids:
             if nid in self.gscene.nodes:
                 self.gscene.nodes[nid].setSelected(True)
-
-    # ---- feedback -----------------------------------------------------------------------------
-    def show_toast(self, text: str, scene_pos: QPointF, seconds: float = 0.0) -> None:
-        self.toast.setText(text)
-        self.toast.adjustSize()
-        self.toast.move(self.mapFromScene(scene_pos) + QPoint(16, 12))
-        self.toast.show()
-        self.toast.raise_()
-        if seconds:
-            self._toast_timer.start(int(seconds * 1000))
-
-    def hide_toast(self) -> None:
-        if not self._toast_timer.isActive():
-            self.toast.hide()
-
-    # ---- EditorHost ---------------------------------------------------------------------------
-    def show_text_editor(self, scene_rect: QRectF, text: str, multiline: bool,
-                         on_commit: Callable[[str], None]) -> None:
-        self.commit_editor()
-        rect = self.mapFromScene(scene_rect).boundingRect()
-        self.inline_editor = InlineEditor(self.viewport(), rect, text, multiline, self.zoom(),
-                                          on_commit, self._editor_closed)
-
-    def _editor_closed(self) -> None:
-        self.inline_editor = None
-        self.setFocus()
-
-    def commit_editor(self) -> None:
-        if self.inline_editor is not None:
-            self.inline_editor.commit()
-
-    def popup_choices(self, choices: list[str], current, scene_pos: QPointF,
-                      on_choose: Callable[[str], None], empty_hint: str = "") -> None:
-        menu = QMenu(self)
-        for choice in choices:
-            action = menu.addAction(choice)
-            action.setCheckable(True)
-            action.setChecked(choice == current)
-            action.triggered.connect(lambda _=False, c=choice: on_choose(c))
-        if not choices:
-            menu.addAction(empty_hint or "nothing to choose").setEnabled(False)
-        self.active_menu = menu
-        menu.popup(self.viewport().mapToGlobal(self.mapFromScene(scene_pos)))
-
-    def pick_media_file(self, current: str) -> str | None:
-        return self.dialogs.media_file(current)
-
-    def model_names(self, kind: str) -> list[str]:
-        try:
-            return self._model_names(kind)
-        except (OSError, ValueError) as exc:
-            self.status_message.emit(f"Cannot list {kind} models: {exc}")
-            return []
-
-    def show_status(self, text: str) -> None:
-        self.status_message.emit(text)
-
-    def _prompt_text(self, what: str, current: str, on_done: Callable[[str], None]) -> None:
-        """Rename a node or group in place, over its title bar."""
-        kind, _, key = what.partition(":")
-        if kind == "node" and key in self.gscene.nodes:
-            item = self.gscene.nodes[key]
-            rect = item.mapRectToScene(QRectF(20, 0, item.body_rect().width() - 20, 26))
-        elif kind == "group" and key.isdigit() and int(key) < len(self.gscene.groups):
-            group = self.gscene.groups[int(key)]
-            rect = group.mapRectToScene(group.title_rect())
-        else:
-            return
-        self.show_text_editor(rect, current, False, on_done)
 
     # ---- drops --------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802
