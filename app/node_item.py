@@ -151,6 +151,9 @@ class NodeItem(QGraphicsItem):
             painter.drawRect(rect)
             painter.setBrush(self.title_color)
             painter.drawRect(QRectF(0, 0, rect.width(), min(rect.height(), theme.TITLE_H)))
+            if node.mode != "normal":
+                painter.setBrush(theme.BYPASS_TINT if node.mode == "bypass" else theme.MUTE_TINT)
+                painter.drawRect(rect)
             outline = theme.NODE_SELECTED if self.isSelected() else state_color
             if outline is not None:
                 painter.setPen(QPen(outline, 3.0 / max(lod, 0.05)))

@@ -314,7 +314,7 @@ class GraphScene(QGraphicsScene):
         painter.fillRect(rect, theme.CANVAS_BG)
         scale = painter.worldTransform().m11()
         step = theme.GRID_STEP
-        if scale * step < 6:  # minor lines would blur into a flat tone when zoomed out
+        if scale * step < 10:  # minor lines would blur into a flat tone when zoomed out
             step *= 5
         major = theme.GRID_STEP * 5
         left = int(rect.left()) - (int(rect.left()) % step)

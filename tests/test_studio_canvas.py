@@ -467,3 +467,26 @@ def test_keyboard_verbs_act_on_the_canvas_only_when_it_has_focus(qtbot, make_win
     window.scene.nodes[a].setSelected(True)
     qtbot.keyClick(view, Qt.Key_D, Qt.ControlModifier)
     assert len(window.model.workflow.nodes) == 2
+
+
+def test_rename_node_and_group_in_place(qtbot, make_window, canvas_registry):
+    window = _window(make_window, canvas_registry)
+    view, scene, model = window.view, window.scene, window.model
+    a = _add(window, "Blur", 0, 0)
+    double_click(view, scene.nodes[a].mapToScene(QPointF(120, 12)))
+    assert view.inline_editor.text() == "Blur"
+    view.inline_editor.set_text("Soften highlights")
+    qtbot.keyClick(view.inline_editor.widget, Qt.Key_Return)
+    assert model.node(a).title == "Soften highlights" and scene.nodes[a]._title == "Soften highlights"
+    scene.nodes[a].setSelected(True)
+    view.group_selection()
+    double_click(view, scene.groups[0].mapToScene(QPointF(80, 12)))
+    view.inline_editor.set_text("Look dev")
+    qtbot.keyClick(view.inline_editor.widget, Qt.Key_Return)
+    assert model.groups()[0]["title"] == "Look dev" and scene.groups[0].title == "Look dev"
+    window.undo_stack.undo()
+    assert model.groups()[0]["title"] == "Group"
+    window.undo_stack.undo()
+    assert model.groups() == [] and scene.groups == []
+    window.undo_stack.undo()
+    assert model.node(a).title is None
