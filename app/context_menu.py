@@ -21,6 +21,10 @@ GROUP_COLORS = {"Blue": "#3f5f7f", "Green": "#3f7f4f", "Purple": "#6a4c93", "Red
                 "Orange": "#8f6a2f", "Grey": "#555a63"}
 
 
+NODE_COLORS = {"Red": "#9a3b3b", "Orange": "#a0662a", "Yellow": "#9a8a2a", "Green": "#3d7a4a",
+               "Cyan": "#2f7f86", "Blue": "#3a5f9e", "Purple": "#6a4c93", "Black": "#202124"}
+
+
 def add_node_menu(parent: QWidget, specs: list[NodeSpec], on_choose: Callable[[str], None]) -> QMenu:
     """Nested submenus following the category path ("video/conditioning" -> video > conditioning)."""
     menu = QMenu("Add node", parent)
@@ -71,6 +75,10 @@ def node_menu(view: "GraphView", node_id: str) -> QMenu:
     mute.setCheckable(True)
     mute.setChecked(mode == "mute")
     menu.addAction("Collapse / expand\tC", lambda: editor.toggle_collapsed(ids))
+    colors = menu.addMenu("Color")
+    colors.addAction("Category default", lambda: editor.set_color(ids, None))
+    for name, value in NODE_COLORS.items():
+        colors.addAction(name, lambda v=value: editor.set_color(ids, v))
     menu.addSeparator()
     menu.addAction("Copy\tCtrl+C", view.copy_selection)
     menu.addAction("Duplicate\tCtrl+D", view.duplicate_selection)

@@ -183,6 +183,13 @@ class GraphEditor:
                                          {n: True if collapse else UNSET for n in ids},
                                          "Collapse" if collapse else "Expand"))
 
+    def set_color(self, node_ids: list[str], color: str | None) -> None:
+        """Title colour of the nodes (layout only); None returns to the category colour."""
+        ids = [n for n in node_ids if n in self.workflow.nodes]
+        if ids:
+            self.stack.push(SetLayoutCommand(self.model, "color", {n: color or UNSET for n in ids},
+                                             "Node colour"))
+
     def set_title(self, node_id: str, title: str) -> None:
         spec = self.model.spec(node_id)
         title = title.strip()

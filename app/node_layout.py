@@ -50,6 +50,9 @@ def layout_node(node: NodeInstance, spec: NodeSpec | None, layout: dict[str, Any
     g = NodeGeometry(title=node.title or (spec.title if spec else f"{node.type} (missing)"),
                      title_color=theme.category_color(spec.category) if spec else QColor("#4a4a4a"),
                      rect=QRectF())
+    custom = QColor(str(layout.get("color") or ""))
+    if custom.isValid() and spec is not None:
+        g.title_color = custom  # the artist's own colour coding wins over the category
     if spec is None:  # a placeholder: sockets from its links, inputs as read-only rows
         inputs = [(name, "ANY", True) for name in sorted(linked_inputs) if name not in node.inputs]
         outputs = [(name, "ANY") for name in linked_outputs]

@@ -322,6 +322,11 @@ def test_groups_collapse_bypass_mute(make_window, canvas_registry):
     window.actions["mute"].trigger()
     assert model.workflow.nodes[b].mode == "normal"
     assert "mode" not in model.workflow.to_json()["nodes"][b]
+    window.editor.set_color([b], "#3d7a4a")
+    assert model.layout_of(b)["color"] == "#3d7a4a" and scene.nodes[b].title_color.name() == "#3d7a4a"
+    window.undo_stack.undo()
+    assert "color" not in model.layout_of(b)
+    assert scene.nodes[b].title_color == theme.category_color("vae")
 
 
 def test_zoom_keeps_the_point_under_the_cursor_and_pan_and_frame(make_window, canvas_registry):

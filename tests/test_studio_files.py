@@ -148,6 +148,9 @@ def test_dropping_an_output_with_an_embedded_workflow_restores_it(tmp_path, make
     _drop(window.view, plain, QPoint(300, 300))
     loaders = [n for n in window.model.workflow.nodes.values() if n.type == "LoadImage"]
     assert len(loaders) == 1 and loaders[0].inputs["image"] == str(plain)
+    _drop(window.view, ROOT / "workflows" / "gradient_blend.json", QPoint(100, 100))  # a workflow file
+    assert window.files.current_path == str((ROOT / "workflows" / "gradient_blend.json").resolve())
+    assert not window.isWindowModified() and set(window.model.workflow.nodes) == set(embedded["nodes"])
 
 
 def test_autosave_writes_recovery_not_the_users_file(qtbot, tmp_path, make_window, canvas_registry):
