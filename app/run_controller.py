@@ -99,11 +99,17 @@ class RunController(QObject):
             self.log.emit("error", f"could not start the worker: {exc}")
 
     def close(self) -> None:
+        """Stop polling and end the worker; a run in flight is killed rather than waited for,
+        so closing the window never hangs on a long node."""
         self._timer.stop()
         self._escalate.stop()
         if self._client is not None:
+            if self.busy:
+                self._client.kill()
             self._client.close()
             self._client = None
+        self.queue.clear()
+        self.current = None
 
     @property
     def busy(self) -> bool:

@@ -495,3 +495,27 @@ def test_rename_node_and_group_in_place(qtbot, make_window, canvas_registry):
     assert model.groups() == [] and scene.groups == []
     window.undo_stack.undo()
     assert model.node(a).title is None
+
+
+def test_resize_grip_and_deleting_a_selected_wire(make_window, canvas_registry):
+    window = _window(make_window, canvas_registry)
+    view, scene, model = window.view, window.scene, window.model
+    p = _add(window, "Prompt", 0, 0)
+    item = scene.nodes[p]
+    grip = item.mapToScene(item.grip_zone().center())
+    text_before = next(w for w in item.widget_slots if w.name == "text").rect.height()
+    drag(view, grip, grip + QPointF(120, 80))
+    width, height = model.layout_of(p)["size"]
+    assert abs(width - (theme.NODE_WIDTH + 120)) <= 2 and height > item.body_rect().height() - 2
+    assert next(w for w in item.widget_slots if w.name == "text").rect.height() > text_before + 70
+    window.undo_stack.undo()
+    assert "size" not in model.layout_of(p) and item.body_rect().width() == theme.NODE_WIDTH
+    a = _add(window, "NoiseLatent", 0, 400)
+    b = _add(window, "DecodeVideo", 500, 400)
+    window.editor.connect(a, "latent", b, "latent")
+    link_item = scene.links[model.workflow.links[0]]
+    scene.clearSelection()
+    click(view, link_item.path().pointAtPercent(0.5))
+    assert scene.selected_links() == [model.workflow.links[0]]
+    window.actions["delete"].trigger()
+    assert model.workflow.links == [] and set(model.workflow.nodes) == {p, a, b}
