@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Callable
 
-from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
+from PySide6.QtCore import QLineF, QPointF, QRectF
 from PySide6.QtGui import QImage, QPainter, QPen, QUndoStack
 from PySide6.QtWidgets import QGraphicsScene
 
@@ -23,7 +23,7 @@ from app import theme
 from app.editing import GraphEditor
 from app.commands import MoveNodesCommand, SetGroupsCommand, SetLayoutCommand
 from app.graph_model import UNSET, GraphModel
-from app.group_item import GroupItem, group_rect
+from app.group_item import GroupItem
 from app.link_item import LinkItem
 from app.node_item import NodeItem
 from app.run_state import NodeRunState

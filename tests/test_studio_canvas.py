@@ -11,9 +11,9 @@ from PySide6.QtWidgets import QApplication
 from app import theme
 from app.palette import search_specs
 from app.widget_paint import ARROW_W, DICE_W
-from tests.conftest_qt import (ScriptedDialogs, canvas_registry, click, double_click, drag,  # noqa: F401
-                               click_widget, drag_in_view,
-                               make_window, move, press, release, socket_pos, widget_rect)
+from tests.conftest_qt import (ScriptedDialogs, canvas_registry, click, click_widget,  # noqa: F401
+                               double_click, drag, drag_in_view, make_window, release, socket_pos,
+                               widget_rect)
 
 
 def _window(make_window, canvas_registry, **kw):
