@@ -1,0 +1,133 @@
+"""`python main.py batch WORKFLOW --matrix FILE --out DIR [...]`: a job matrix on a worker pool.
+
+Exit codes (as for `run`): 0 every job is done; 1 some job failed (they are listed) or the batch
+was interrupted; 2 the workflow, the matrix or an option is invalid (one line per problem, nothing
+has run). Ctrl+C stops cooperatively (running jobs are interrupted, the manifest stays
+consistent); a second Ctrl+C kills the workers at once. Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.batch.jobs import StopSignal
+from engine.batch.matrix import BatchError, build_jobs, parse_grid, read_matrix
+from engine.batch.progress import BatchProgress, summary_lines
+from engine.batch.runner import prepare_tasks, run_batch
+from engine.config import load_settings
+from engine.document import load_workflow
+from engine.errors import WorkflowError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reelgraph batch", description="Run a workflow once per row of a job matrix "
+        "(prompt x seed x parameter); resumable: re-running skips the jobs already done.")
+    p.add_argument("workflow", type=Path)
+    p.add_argument("--matrix", type=Path, help="JSONL or CSV file: one job per row, NODE.INPUT "
+                   "keys/columns and an optional id")
+    p.add_argument("--grid", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
+                   help="cartesian product axis (repeatable; on top of --matrix when both)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="batch folder: DIR/<job id>/ per job plus DIR/manifest.jsonl")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes or "
+                   "Ray actors (default: one per GPU, or 1 without GPUs)")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto' or host:port); "
+                   "default: start a local Ray")
+    p.add_argument("--gpus-per-job", type=int, default=1, metavar="G")
+    p.add_argument("--retries", type=int, default=2, metavar="R",
+                   help="retries of a job whose worker crashed (node errors are not retried)")
+    p.add_argument("--no-cache", action="store_true", help="execute every node of every job")
+    p.add_argument("--node-pack", action="append", default=[], type=Path,
+                   help="load user nodes from this folder (code: only folders you trust)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except WorkflowError as exc:
+        print(f"{exc.source or args.workflow}: invalid workflow ({len(exc.problems)} problem(s)):",
+              file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    except BatchError as exc:
+        print(f"invalid batch ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  - {line}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:  # before the batch began (e.g. while Ray was starting)
+        print("interrupted before any job ran", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.registry import default_registry
+
+    problems = [f"--{name} must be at least {low}" for name, value, low in
+                (("workers", args.workers, 1), ("gpus-per-job", args.gpus_per_job, 1),
+                 ("retries", args.retries, 0)) if value is not None and value < low]
+    if args.address and args.executor != "ray":
+        problems.append("--address names a Ray cluster; add --executor ray")
+    if args.matrix is None and not args.grid:
+        problems.append("give the jobs: --matrix FILE and/or --grid NODE.INPUT=v1,v2,...")
+    if problems:
+        raise BatchError(problems)
+    settings = load_settings()
+    settings.node_packs = [*settings.node_packs, *(str(p.resolve()) for p in args.node_pack)]
+    settings.output_dir = str(args.out.resolve())
+    workflow = load_workflow(args.workflow)
+    rows = read_matrix(args.matrix) if args.matrix is not None else None
+    jobs = build_jobs(rows, parse_grid(args.grid))
+    registry = default_registry(settings.node_packs)
+    for error in registry.pack_errors:
+        print(f"warning: node pack: {error}", file=sys.stderr)
+    tasks = prepare_tasks(workflow, jobs, registry, use_cache=not args.no_cache)
+
+    stop = StopSignal()
+
+    def on_sigint(*_: Any) -> None:
+        again = stop.requested
+        stop.request()
+        print("\nkilling the workers" if again else "\nstopping: interrupting running jobs "
+              "(Ctrl+C again to kill them)", file=sys.stderr)
+
+    # From here on Ctrl+C only requests a stop, so the manifest and the workers are never left
+    # half-done (a stop while Ray starts runs no job and exits 1).
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        backend = _make_backend(args, settings)
+        try:
+            where = f"{backend.label} ({backend.size} worker{'s' * (backend.size != 1)})"
+            summary = run_batch(tasks, args.out, backend, stop=stop,
+                                progress=BatchProgress(enabled=not args.quiet, where=where))
+        finally:
+            backend.close()
+        if not args.quiet or summary.exit_code:
+            for line in summary_lines(summary):
+                print(line, file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return EXIT_OK if summary.exit_code == 0 else EXIT_FAILED
+
+
+def _make_backend(args: argparse.Namespace, settings: Any) -> Any:
+    if args.executor == "ray":
+        from engine.batch.ray_executor import RayPool
+
+        return RayPool(settings, address=args.address, workers=args.workers,
+                       gpus_per_job=args.gpus_per_job, retries=args.retries)
+    from engine.batch.local import LocalPool
+
+    return LocalPool(settings, workers=args.workers, gpus_per_job=args.gpus_per_job,
+                     retries=args.retries)
