@@ -100,9 +100,12 @@ def layout_node(node: NodeInstance, spec: NodeSpec | None, layout: dict[str, Any
         y += h + 4
 
     if thumbnail is not None and thumbnail.width() > 0:
-        tw = width - 2 * theme.PAD
-        th = max(40.0, min(280.0, tw * thumbnail.height() / thumbnail.width()))
-        g.thumb_rect = QRectF(theme.PAD, y + 4, tw, th)
+        # keep the aspect inside a box at most THUMB_H tall, centred: a run must not make a node
+        # so tall that it covers its neighbours
+        room = width - 2 * theme.PAD
+        th = min(float(theme.THUMB_H), room * thumbnail.height() / thumbnail.width())
+        tw = th * thumbnail.width() / thumbnail.height()
+        g.thumb_rect = QRectF((width - tw) / 2, y + 4, tw, th)
         y += th + 8
     g.footer = failure
     if failure:

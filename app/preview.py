@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSizePolicy,
-                               QSlider, QToolButton, QVBoxLayout, QWidget)
+                               QSlider, QStyle, QToolButton, QVBoxLayout, QWidget)
 
 from app.media_decode import MediaReader, is_media
 
@@ -25,12 +25,15 @@ class ImageView(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.image: QImage | None = None
+        self.smooth = True
         self.message = "Select a node that produced images or videos"
         self.setMinimumSize(160, 120)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
 
-    def set_image(self, image: QImage | None, message: str = "") -> None:
+    def set_image(self, image: QImage | None, message: str = "", smooth: bool = True) -> None:
+        """`smooth=False` keeps hard pixels (latent previews are a few dozen pixels wide)."""
         self.image = image
+        self.smooth = smooth
         if message:
             self.message = message
         self.update()
@@ -49,7 +52,7 @@ class ImageView(QWidget):
         s = min(self.width() / iw, self.height() / ih)
         w, h = iw * s, ih * s
         target = QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
-        p.setRenderHint(QPainter.SmoothPixmapTransform, s < 4)  # keep tiny latents crisp
+        p.setRenderHint(QPainter.SmoothPixmapTransform, self.smooth)
         p.drawImage(target, self.image)
 
 
@@ -57,6 +60,7 @@ class PreviewPanel(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.reader: MediaReader | None = None
+        self.autoplay = True  # videos start looping when shown, as in ComfyUI's previews
         self.files: list[str] = []
         self.index = 0
         self.title = QLabel("Preview")
@@ -64,15 +68,21 @@ class PreviewPanel(QWidget):
         self.file_box = QComboBox()
         self.file_box.currentIndexChanged.connect(self._file_chosen)
         self.view = ImageView()
+        style = self.style()
+        self._play_icon = style.standardIcon(QStyle.SP_MediaPlay)
+        self._pause_icon = style.standardIcon(QStyle.SP_MediaPause)
         self.play_button = QToolButton()
-        self.play_button.setText("▶")
+        self.play_button.setIcon(self._play_icon)
+        self.play_button.setToolTip("Play / pause")
         self.play_button.setCheckable(True)
         self.play_button.toggled.connect(self.set_playing)
         self.back_button = QToolButton()
-        self.back_button.setText("⏮")
+        self.back_button.setIcon(style.standardIcon(QStyle.SP_MediaSeekBackward))
+        self.back_button.setToolTip("Previous frame")
         self.back_button.clicked.connect(lambda: self.step(-1))
         self.next_button = QToolButton()
-        self.next_button.setText("⏭")
+        self.next_button.setIcon(style.standardIcon(QStyle.SP_MediaSeekForward))
+        self.next_button.setToolTip("Next frame")
         self.next_button.clicked.connect(lambda: self.step(1))
         self.slider = QSlider(Qt.Horizontal)
         self.slider.valueChanged.connect(self.show_frame)
@@ -134,7 +144,7 @@ class PreviewPanel(QWidget):
         self.files = []
         self.file_box.hide()
         self.title.setText(f"{title} — denoising")
-        self.view.set_image(image)
+        self.view.set_image(image, smooth=False)
         self.info.setText(f"latent preview {image.width()}×{image.height()}")
 
     def clear(self, message: str = "Select a node that produced images or videos") -> None:
@@ -171,6 +181,8 @@ class PreviewPanel(QWidget):
         first = r.frame(0)
         kind = f"{r.count} frames @ {r.fps:.3g} fps" if r.is_video else "image"
         self.info.setText(f"{Path(path).name} — {first.width()}×{first.height()}, {kind}")
+        if r.is_video and self.autoplay:
+            self.set_playing(True)
 
     def _close(self) -> None:
         self.set_playing(False)
@@ -206,7 +218,7 @@ class PreviewPanel(QWidget):
             self.play_button.blockSignals(True)
             self.play_button.setChecked(on)
             self.play_button.blockSignals(False)
-        self.play_button.setText("⏸" if on else "▶")
+        self.play_button.setIcon(self._pause_icon if on else self._play_icon)
         if on:
             self.timer.start(int(1000 / self.fps_box.value()))
         else:

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   REPO / "workflows" / "gradient_blend.json"))
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--name", default="studio", help="file name of the main screenshot")
     args = parser.parse_args(argv)
 
     from engine.config import load_settings
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         window.scene.clearSelection()
         window.scene.nodes[with_files[-1]].setSelected(True)
     _settle(app, 0.8)
-    window.grab().save(str(out / "studio.png"))
+    window.grab().save(str(out / f"{args.name}.png"))
 
     # The palette offered for a wire dropped on empty canvas.
     view, scene = window.view, window.scene

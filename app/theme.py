@@ -56,7 +56,7 @@ MULTILINE_ROWS = 4
 PAD = 8
 SOCKET_R = 5.5
 CORNER = 6
-THUMB_H = 120
+THUMB_H = 140
 LOD_DETAIL = 0.4  # below this zoom nodes paint as plain rectangles (STYLE.md: measured)
 
 SOCKET_COLORS = {

@@ -135,9 +135,12 @@ def paint_widget(painter: QPainter, slot: WidgetSlot, value: Any, *, linked: boo
             shown = "choose a file"
         text_rect = rect.adjusted(10, 0, -18, 0)
         _label_value(painter, fm, text_rect, label, shown)
-        painter.setPen(theme.NODE_TEXT_DIM)
-        glyph = "▾" if slot.kind != "file" else "…"
-        painter.drawText(QRectF(rect.right() - 16, rect.top(), 12, rect.height()), Qt.AlignCenter, glyph)
+        glyph_rect = QRectF(rect.right() - 16, rect.top(), 12, rect.height())
+        if slot.kind == "file":
+            _folder(painter, glyph_rect.center())
+        else:
+            painter.setPen(theme.NODE_TEXT_DIM)
+            painter.drawText(glyph_rect, Qt.AlignCenter, "▾")
     elif slot.kind == "multiline":
         painter.setPen(theme.NODE_TEXT_DIM)
         painter.setFont(theme.small_font())
@@ -177,6 +180,18 @@ def _arrow(painter: QPainter, center: QPointF, left: bool) -> None:
     painter.drawPolygon(QPolygonF([QPointF(center.x() + d, center.y()),
                                    QPointF(center.x() - d, center.y() - 4),
                                    QPointF(center.x() - d, center.y() + 4)]))
+
+
+def _folder(painter: QPainter, center: QPointF) -> None:
+    """A small folder: this widget opens a file picker."""
+    painter.setPen(QPen(theme.NODE_TEXT_DIM, 1.1))
+    painter.setBrush(Qt.NoBrush)
+    x, y = center.x() - 5.5, center.y() - 3.5
+    path = QPainterPath(QPointF(x, y + 8))
+    for px, py in ((x, y), (x + 4, y), (x + 5, y + 1.5), (x + 11, y + 1.5), (x + 11, y + 8)):
+        path.lineTo(px, py)
+    path.closeSubpath()
+    painter.drawPath(path)
 
 
 def _dice(painter: QPainter, rect: QRectF, on: bool) -> None:

@@ -48,6 +48,9 @@ def test_panel_plays_steps_scrubs_and_loops(qtbot, tmp_path):
     still = tmp_path / "still.png"
     media.write_png(still, torch.full((16, 16, 3), 0.5), {})
     panel.show_files("Save Video", [str(path), str(still)])
+    assert panel.playing  # videos start playing when shown
+    panel.set_playing(False)
+    panel.show_frame(0)
     assert panel.file_box.isVisibleTo(panel) and panel.file_box.count() == 2
     assert panel.slider.maximum() == FRAMES - 1 and abs(panel.fps_box.value() - 12.0) < 1e-6
     panel.step(1)
