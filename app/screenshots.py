@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if with_files:
         window.scene.clearSelection()
         window.scene.nodes[with_files[-1]].setSelected(True)
+    _settle(app, 0.3)
+    window.view.frame_all()  # thumbnails made output nodes taller
     _settle(app, 0.8)
     window.grab().save(str(out / f"{args.name}.png"))
 
