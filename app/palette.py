@@ -18,6 +18,7 @@ from engine.schema import NodeSpec
 from engine.sockets import SocketType, can_connect
 
 SpecFilter = Callable[[NodeSpec], bool]
+MAX_ROWS = 14
 
 
 def _subsequence_score(query: str, text: str) -> float | None:
@@ -123,6 +124,8 @@ class NodePalette(QFrame):
         layout.addWidget(self.results)
         layout.addWidget(self.hint)
         self.resize(380, 400)
+        self.hint.setMinimumHeight(44)  # room for a three-line description
+        self.hint.setAlignment(Qt.AlignTop | Qt.AlignLeft)
         self.search.textChanged.connect(self.refresh)
         self.search.installEventFilter(self)
         self.results.itemActivated.connect(self._activate)
@@ -132,12 +135,12 @@ class NodePalette(QFrame):
     def open_at(self, pos: QPoint, keep: SpecFilter | None = None, title: str = "Add node") -> None:
         self.keep = keep
         self.header.setText(title)
+        self.search.clear()
+        self.refresh()  # first: the height depends on the results
         parent = self.parentWidget()
         x = max(0, min(pos.x(), parent.width() - self.width()))
         y = max(0, min(pos.y(), parent.height() - self.height()))
         self.move(x, y)
-        self.search.clear()
-        self.refresh()
         self.show()
         self.raise_()
         self.search.setFocus()
@@ -153,6 +156,15 @@ class NodePalette(QFrame):
             self.results.setCurrentRow(0)
         else:
             self.hint.setText("no matching nodes")
+        self._fit()
+
+    def _fit(self) -> None:
+        """As tall as the results need (up to MAX_ROWS rows): short lists stay compact."""
+        row = self.results.sizeHintForRow(0) if self.results.count() else 20
+        rows = max(3, min(MAX_ROWS, self.results.count()))
+        self.results.setFixedHeight(rows * row + 2 * self.results.frameWidth() + 4)
+        self.adjustSize()
+        self.resize(380, self.sizeHint().height())
 
     def current_names(self) -> list[str]:
         return [self.results.item(i).data(Qt.UserRole) for i in range(self.results.count())]
