@@ -1,0 +1,1 @@
+"""Reelgraph studio: the PySide6 node canvas, docks and run controller over the engine."""

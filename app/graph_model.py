@@ -182,6 +182,8 @@ class GraphModel(QObject):
         return nodes
 
     def layout_entry(self, node_id: str) -> dict[str, Any]:
+        """The node's mutable layout entry, created if missing. Only for live previews during a
+        gesture (a resize drag); the gesture's end restores it and pushes an undo command."""
         nodes = self._layout_nodes()
         entry = nodes.get(node_id)
         if not isinstance(entry, dict):
