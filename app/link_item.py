@@ -34,6 +34,7 @@ class LinkItem(QGraphicsPathItem):
         self.setAcceptHoverEvents(True)
         self._hover = False
         self._shape = QPainterPath()
+        self.setToolTip(f"{link.from_node}.{link.from_output} → {link.to_node}.{link.to_input}")
 
     def update_path(self, start: QPointF, end: QPointF) -> None:
         path = wire_path(start, end)
