@@ -41,8 +41,10 @@ def registry():
 def executor(tmp_path, registry):
     from engine.cache import ResultCache
     from engine.executor import Executor
+    from engine.models.paths import default_model_paths
 
     return Executor(registry, ResultCache(disk_dir=tmp_path / "cache"),
+                    model_paths=default_model_paths(),  # includes the bundled resources/models
                     settings={"output_dir": str(tmp_path / "out")}, temp_dir=tmp_path / "tmp")
 
 
