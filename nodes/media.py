@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from engine import media
 from engine.context import ExecutionContext
 from engine.errors import NodeError
+from engine.models.paths import REPO_ROOT
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as T
 from engine.values import Video
@@ -32,7 +33,10 @@ def resolve_input(ctx: ExecutionContext, value: str, input_name: str) -> Path:
         raise NodeError("no file chosen; pick a file or type its path", input=input_name)
     path = Path(value.strip()).expanduser()
     if not path.is_absolute():
-        path = Path(ctx.settings.get("input_dir") or ".") / path
+        rel = path
+        path = Path(ctx.settings.get("input_dir") or ".") / rel
+        if not path.is_file() and (REPO_ROOT / rel).is_file():
+            path = REPO_ROOT / rel  # the app's own samples (resources/samples/...) from any input folder
     if not path.is_file():
         raise NodeError(f"file not found: {path} (relative paths are read from the input "
                         "folder, settings 'input_dir')", input=input_name)

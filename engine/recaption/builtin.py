@@ -255,13 +255,13 @@ class TemplateGrammar:
         def take(name: str, need_anchor: bool) -> None:
             vocab = self.slots[name]
             for start, end, value in self._matches(words, vocab):
-                if start in claimed:
+                if claimed.intersection(range(start, end)):
                     continue
                 near = words[end:end + 2]
                 if need_anchor and not any(a in near for a in vocab.anchors):
                     continue
                 filled[name] = value
-                claimed.add(start)
+                claimed.update(range(start, end))  # every word of the phrase, not just its first
                 return
 
         for name in anchored:
@@ -281,11 +281,72 @@ class TemplateGrammar:
         return self.template.format(**self.parse(prompt, seed))
 
 
+# ---- the demo model's caption vocabulary (reelgraph-tiny) -----------------------------------
+# Owned by the demo-model work (training/): maps free-form prompts onto the exact caption grammar
+# the bundled model was trained on (training.data), "a {colour} {shape} {motion} on a
+# {background} background". Phrases are matched longest first; words outside the vocabulary are
+# left out of the caption (the model never saw them), slots the prompt does not name get defaults.
+
+TINY_COLOURS = SlotVocabulary(values={
+    "red": ("crimson", "scarlet", "ruby", "cherry", "vermilion", "vermillion", "blood red", "rose red",
+            "fire engine red", "reddish"),
+    "green": ("emerald", "lime", "jade", "bright green", "grass green", "leaf green", "greenish",
+              "kelly green", "mint"),
+    "blue": ("azure", "cobalt", "sapphire", "sky blue", "royal blue", "bright blue", "cerulean",
+             "bluish", "cyan", "turquoise"),
+    "yellow": ("golden", "gold", "lemon", "amber", "canary", "mustard", "sunny yellow", "yellowish",
+               "butter yellow"),
+    "white": ("snowy", "snow white", "ivory", "milky", "pearl", "pale", "chalk white", "bright white",
+              "whitish", "silvery white"),
+    "purple": ("violet", "lilac", "lavender", "magenta", "plum", "mauve", "amethyst", "purplish",
+               "grape", "orchid"),
+})
+TINY_SHAPES = SlotVocabulary(values={
+    "circle": ("ball", "disc", "disk", "dot", "sphere", "orb", "round", "ring", "bubble", "circular",
+               "blob", "coin", "balloon"),
+    "square": ("box", "cube", "block", "rectangle", "tile", "squared", "crate", "brick", "quad",
+               "rectangular"),
+    "triangle": ("pyramid", "wedge", "triangular", "delta", "arrowhead", "cone", "trigon"),
+}, default="circle")
+TINY_MOTIONS = SlotVocabulary(values={
+    "moving left": ("left", "leftward", "leftwards", "westward", "westwards", "to the left"),
+    "moving right": ("right", "rightward", "rightwards", "eastward", "eastwards", "to the right"),
+    "moving up": ("up", "upward", "upwards", "rising", "rises", "rise", "ascending", "ascends",
+                  "climbing", "climbs", "lifting", "floating up", "skyward", "skywards"),
+    "moving down": ("down", "downward", "downwards", "falling", "falls", "fall", "dropping", "drops",
+                    "sinking", "sinks", "descending", "descends", "plunging", "plummeting"),
+    "staying still": ("still", "stationary", "motionless", "static", "not moving", "resting", "rests",
+                      "sitting", "sits", "standing", "stands", "frozen", "unmoving", "idle",
+                      "at rest", "stays put", "staying put", "immobile", "holding still"),
+    "growing": ("grows", "grow", "expanding", "expands", "getting bigger", "gets bigger",
+                "enlarging", "enlarges", "swelling", "swells", "inflating", "inflates",
+                "scaling up", "scales up", "increasing in size", "becoming larger", "ballooning"),
+}, default="staying still")
+TINY_BACKGROUNDS = SlotVocabulary(values={
+    "black": ("pitch black", "jet black", "inky", "ebony", "dark", "black void", "midnight black",
+              "coal black", "onyx"),
+    "gray": ("grey", "silver", "slate", "ash", "ashen", "charcoal", "neutral gray", "neutral grey",
+             "mid gray", "mid grey", "greyish", "grayish", "stone"),
+    "navy": ("navy blue", "dark blue", "midnight blue", "deep blue", "indigo", "ink blue",
+             "marine blue", "deep navy"),
+    "dark green": ("forest green", "deep green", "hunter green", "bottle green", "olive",
+                   "dark emerald", "pine green", "moss green", "forest"),
+}, default="black", anchors=("background", "backdrop", "backgrounds", "backdrops", "bg", "canvas",
+                             "field", "surface", "scene", "setting", "wall", "screen"))
+
+REELGRAPH_TINY = TemplateGrammar(
+    name="reelgraph-tiny",
+    template="a {colour} {shape} {motion} on a {background} background",
+    slots={"colour": TINY_COLOURS, "shape": TINY_SHAPES, "motion": TINY_MOTIONS,
+           "background": TINY_BACKGROUNDS},
+)
+
+
 # ---- the grammars the builtin backend offers by name ----------------------------------------
 
 # Static, like a node's choices: a new grammar (e.g. the demo model's caption vocabulary) is added
 # to this table in code; callers with their own grammar pass the object to `builtin_caption`.
-GRAMMARS: dict[str, CaptionGrammar] = {g.name: g for g in (DENSE,)}
+GRAMMARS: dict[str, CaptionGrammar] = {g.name: g for g in (DENSE, REELGRAPH_TINY)}
 
 
 def get_grammar(name: str) -> CaptionGrammar:

@@ -1,0 +1,229 @@
+"""Train the reelgraph-tiny DiT (a small diffusers WanTransformer3DModel) with flow matching.
+
+    .venv/bin/python -m training.train_dit --minutes 25
+
+Needs the trained VAE (training.train_vae). The first run prepares the data once: it renders
+`--clips` procedural clips (training.data), encodes them with the exported VAE through
+`engine.models.wan_vae.load_vae` (the normalised latents inference uses) and encodes every training
+caption with the bundled all-MiniLM-L6-v2 through `engine.models.text_encoders` (token states, as
+TextEncode gives them); both are cached in training/runs/dit/data.pt. Seeded and resumable like the
+VAE script; at the end it exports resources/models/diffusion_models/reelgraph-tiny_dit.safetensors
+(diffusers layout, the EMA weights, config in the metadata).
+
+Frame conditioning is trained the way engine.sampling drives a model with `frame_timesteps`
+(Wan 2.2 TI2V style, which this 48-channel model is detected as): each item draws a mask of known
+latent frames -- none (text to video), the first frame (image to video), the first k (extend
+forward), the last k (extend backward), first and last (connect) -- known frames go in clean with
+per-frame timestep 0, and the loss covers the unknown frames only. 10% of captions are dropped to
+the empty prompt so classifier-free guidance has an unconditional branch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import random
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from training.common import DIT_CONFIG, DIT_FILE, RUNS, VAE_FILE, Log, export_safetensors, load_checkpoint, save_checkpoint
+from training.data import render, training_spec
+
+TEXT_TOKENS = 32  # stored token states per caption (captions are ~11 tokens)
+PAD_LENGTHS = (32, 256)  # context lengths trained: LoadTextEncoder max_length 32, and MiniLM's own 256
+TRAIN_SHIFT = 3.0  # sigma sampling leans to high noise like the sampler's shifted schedule
+
+
+# ---- data preparation -------------------------------------------------------------------------
+
+@torch.no_grad()
+def prepare(clips: int, seed: int, log: Log) -> dict:
+    from engine.models.text_encoders import BUNDLED_MINILM, load_text_encoder, resolve_text_encoder
+    from engine.models.wan_vae import load_vae
+
+    vae = load_vae(VAE_FILE, device="cpu", compute_hash=False, offload=False)
+    specs = [training_spec(seed * 1_000_003 + i) for i in range(clips)]
+    captions = sorted({s.caption for s in specs}) + [""]
+    cap_index = {c: i for i, c in enumerate(captions)}
+    buckets: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    for i, s in enumerate(specs):
+        buckets[(s.frames, s.height, s.width)].append(i)
+    latents, labels = {}, {}
+    done, start = 0, time.time()
+    for key, ids in buckets.items():
+        zs = []
+        for j in range(0, len(ids), 16):
+            frames = torch.from_numpy(np.stack([render(specs[i]) for i in ids[j:j + 16]]))
+            zs.append(vae.encode(frames).half())  # (b, C, T', H', W') normalised
+            done += len(ids[j:j + 16])
+            log(f"encoded {done}/{clips} clips ({time.time() - start:.0f}s)")
+        latents[key] = torch.cat(zs)
+        labels[key] = torch.tensor([cap_index[specs[i].caption] for i in ids])
+    enc = load_text_encoder(resolve_text_encoder(BUNDLED_MINILM), device="cpu", hash_weights=False)
+    embeds, masks = [], []
+    for j in range(0, len(captions), 64):
+        e, m = enc.encode(captions[j:j + 64])  # (b, 256, 384), padded positions exactly 0
+        embeds.append(e[:, :TEXT_TOKENS].half())
+        masks.append(m[:, :TEXT_TOKENS])
+    return {"latents": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in latents.items()},
+            "labels": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in labels.items()},
+            "text": torch.cat(embeds), "text_mask": torch.cat(masks),
+            "captions": "\n".join(captions)}
+
+
+# ---- masks and batches ------------------------------------------------------------------------
+
+def draw_mask(rng: random.Random, frames: int) -> torch.Tensor:
+    """(T',) float, 1 = known latent frame; never all known."""
+    m = torch.zeros(frames)
+    mode = rng.choices(("none", "first", "head", "tail", "both"), weights=(0.3, 0.3, 0.15, 0.1, 0.15))[0]
+    if mode == "first":
+        m[0] = 1
+    elif mode == "head":
+        m[:rng.randint(1, frames - 1)] = 1
+    elif mode == "tail":
+        m[frames - rng.randint(1, frames - 1):] = 1
+    elif mode == "both" and frames >= 3:
+        m[:rng.randint(1, max(1, frames - 2))] = 1
+        m[frames - 1] = 1
+    return m
+
+
+def make_batch(data: dict, rng: random.Random, batch: int) -> tuple[torch.Tensor, ...]:
+    keys = list(data["latents"])
+    weights = [len(data["latents"][k]) for k in keys]
+    key = rng.choices(keys, weights=weights)[0]
+    pool = data["latents"][key]
+    idx = [rng.randrange(len(pool)) for _ in range(batch)]
+    x0 = pool[idx].float()  # (B, C, T', H', W')
+    labels = data["labels"][key][idx].clone()
+    empty = len(data["text"]) - 1  # the "" caption
+    for b in range(batch):
+        if rng.random() < 0.1:
+            labels[b] = empty
+    length = rng.choices(PAD_LENGTHS, weights=(0.8, 0.2))[0]
+    ctx = torch.zeros(batch, length, data["text"].shape[-1])
+    ctx[:, :TEXT_TOKENS] = data["text"][labels].float()  # padded positions stay exactly 0
+    mask = torch.stack([draw_mask(rng, x0.shape[2]) for _ in range(batch)])  # (B, T')
+    return x0, ctx, mask
+
+
+def token_timesteps(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B, T') per-frame timesteps -> (B, tokens), as engine.models.wan_dit.WanDiT does."""
+    ph, pw = DIT_CONFIG["patch_size"][1:]
+    per_frame = (x.shape[3] // ph) * (x.shape[4] // pw)
+    return t.repeat_interleave(per_frame, dim=1)
+
+
+def sample_sigmas(rng: torch.Generator, batch: int) -> torch.Tensor:
+    u = torch.rand(batch, generator=rng)
+    shifted = TRAIN_SHIFT * u / (1 + (TRAIN_SHIFT - 1) * u)
+    pick = torch.rand(batch, generator=rng) < 0.5
+    return torch.where(pick, shifted, u).clamp(1e-3, 1.0)
+
+
+def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
+            gen: torch.Generator) -> torch.Tensor:
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=gen)
+    s = sample_sigmas(gen, b)  # (B,)
+    known = mask.view(b, 1, -1, 1, 1) > 0.5  # (B, 1, T', 1, 1)
+    sv = s.view(b, 1, 1, 1, 1)
+    xs = torch.where(known, x0, (1 - sv) * x0 + sv * noise)  # known frames clean
+    t = (1000.0 * s)[:, None] * (1.0 - mask)  # (B, T'): known frames at timestep 0
+    dev = next(model.parameters()).device
+    v = model(hidden_states=xs.to(dev), timestep=token_timesteps(t, xs).to(dev),
+              encoder_hidden_states=ctx.to(dev), return_dict=False)[0]
+    err = (v.float().cpu() - (noise - x0)).pow(2).mean(dim=(1, 3, 4))  # (B, T')
+    weight = 1.0 - mask
+    return (err * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+def build_model() -> torch.nn.Module:
+    from diffusers import WanTransformer3DModel
+
+    cfg = dict(DIT_CONFIG, patch_size=tuple(DIT_CONFIG["patch_size"]))
+    return WanTransformer3DModel(**cfg)
+
+
+def export(ema: torch.nn.Module, log: Log, step: int) -> None:
+    export_safetensors(DIT_FILE, ema.state_dict(), DIT_CONFIG, {"step": str(step)})
+    log(f"exported {DIT_FILE} (step {step})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--clips", type=int, default=1200, help="training clips encoded once")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--export-every", type=int, default=500)
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = RUNS / "dit"
+    log = Log(run / "log.txt")
+    data_file = run / "data.pt"
+    if data_file.is_file():
+        data = torch.load(data_file, weights_only=True)
+    else:
+        data = prepare(args.clips, args.seed, log)
+        save_checkpoint(data_file, **data)
+    torch.manual_seed(args.seed)
+    model = build_model().to(args.device).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    step = 0
+    ckpt = load_checkpoint(run / "last.pt")
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["opt"])
+        step = int(ckpt["step"])
+        log(f"resumed at step {step}")
+    rng = random.Random(args.seed * 7919 + step)
+    gen = torch.Generator().manual_seed(args.seed * 7919 + step)
+    start, avg, first = time.time(), None, step
+    while step < args.steps and time.time() - start < args.minutes * 60:
+        warm = min(1.0, (step + 1) / 100)
+        lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x0, ctx, mask = make_batch(data, rng, args.batch)
+        loss = loss_fn(model, x0, ctx, mask, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))  # short warm-up of the average
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1.0 - decay)
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 20 == 0:
+            log(f"step {step} loss {avg:.4f} lr {lr:.2e} {(time.time() - start) / (step - first):.2f}s/step")
+        if step % args.save_every == 0:
+            save_checkpoint(run / "last.pt", model=model.state_dict(), ema=ema.state_dict(),
+                            opt=opt.state_dict(), step=step)
+        if step % args.export_every == 0:
+            export(ema, log, step)
+    save_checkpoint(run / "last.pt", model=model.state_dict(), ema=ema.state_dict(),
+                    opt=opt.state_dict(), step=step)
+    export(ema, log, step)
+
+
+if __name__ == "__main__":
+    main()
