@@ -18,7 +18,9 @@ from engine.document import Link, NodeInstance, Workflow
 from engine.sockets import can_connect
 from engine.validation import dependency_graph, upstream_closure
 from app.clipboard import fragment_origin, fresh_id, make_fragment, remap_fragment
-from app.commands import (AddNodesCommand, ConnectCommand, DisconnectCommand, RemoveNodesCommand,
+from app.arrange import arrange
+from app.commands import (AddNodesCommand, ConnectCommand, DisconnectCommand, MoveNodesCommand,
+                          RemoveNodesCommand,
                           SetGroupsCommand, SetInputCommand, SetLayoutCommand, SetModeCommand,
                           SetTitleCommand)
 from app.graph_model import UNSET, GraphModel
@@ -224,6 +226,18 @@ class GraphEditor:
         from engine.document import workflow_from_json
         frag = workflow_from_json(self.fragment(node_ids))
         return self.paste(frag, None, keep_input_links=True, text="Duplicate")
+
+    # ---- layout -------------------------------------------------------------------------------
+    def tidy(self, node_ids: list[str], sizes: dict[str, tuple[float, float]]) -> None:
+        """Arrange the nodes in dependency columns without overlaps (one undo step)."""
+        ids = [n for n in node_ids if n in self.workflow.nodes]
+        if len(ids) < 2:
+            return
+        old = {n: self.model.pos_of(n) for n in ids}
+        new = arrange(ids, self.workflow.links, sizes, old)
+        moves = {n: (old[n], new[n]) for n in ids if old[n] != new[n]}
+        if moves:
+            self.stack.push(MoveNodesCommand(self.model, moves, "Tidy up"))
 
     # ---- groups -------------------------------------------------------------------------------
     def group_nodes(self, rect: QRectF, title: str = "Group", color: str = "") -> int:

@@ -70,6 +70,7 @@ def build(window: "MainWindow") -> dict[str, QAction]:
     _action(w, a, "select_all", "Select &All", lambda: [i.setSelected(True) for i in window.scene.nodes.values()],
             QKeySequence.SelectAll, canvas=True)
     _action(w, a, "group", "&Group Selected", view.group_selection, "Ctrl+G", canvas=True)
+    _action(w, a, "tidy", "&Tidy Up (selection or all)", view.tidy_up, "Ctrl+Shift+L", canvas=True)
     _action(w, a, "bypass", "&Bypass", lambda: editor.toggle_mode(selected(), "bypass"), "Ctrl+B", canvas=True)
     _action(w, a, "mute", "&Mute", lambda: editor.toggle_mode(selected(), "mute"), "Ctrl+M", canvas=True)
     _action(w, a, "collapse", "Collapse / Expand", lambda: editor.toggle_collapsed(selected()), ["C", "Alt+C"], canvas=True)
@@ -107,7 +108,7 @@ def build(window: "MainWindow") -> dict[str, QAction]:
         file_menu.addSeparator() if name is None else file_menu.addAction(a[name])
     edit = bar.addMenu("&Edit")
     for name in ("undo", "redo", None, "cut", "copy", "paste", "paste_links", "duplicate", "delete",
-                 None, "select_all", "group", None, "bypass", "mute", "collapse", "rename"):
+                 None, "select_all", "group", "tidy", None, "bypass", "mute", "collapse", "rename"):
         edit.addSeparator() if name is None else edit.addAction(a[name])
     view_menu = bar.addMenu("&View")
     for name in ("frame_selection", "frame_all", None, "zoom_in", "zoom_out", "zoom_reset", None, "minimap"):

@@ -309,6 +309,13 @@ class GraphView(CanvasHostMixin, QGraphicsView):
     def delete_selection(self) -> None:
         self.gscene.editor.delete(self.gscene.selected_node_ids(), self.gscene.selected_links())
 
+    def tidy_up(self) -> None:
+        """Tidy the selection, or the whole graph when nothing is selected."""
+        ids = self.gscene.selected_node_ids() or list(self.gscene.nodes)
+        sizes = {n: (self.gscene.nodes[n].body_rect().width(), self.gscene.nodes[n].body_rect().height())
+                 for n in ids}
+        self.gscene.editor.tidy(ids, sizes)
+
     def group_selection(self) -> None:
         ids = self.gscene.selected_node_ids()
         if ids:

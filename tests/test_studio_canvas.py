@@ -519,3 +519,20 @@ def test_resize_grip_and_deleting_a_selected_wire(make_window, canvas_registry):
     assert scene.selected_links() == [model.workflow.links[0]]
     window.actions["delete"].trigger()
     assert model.workflow.links == [] and set(model.workflow.nodes) == {p, a, b}
+
+
+def test_tidy_up_removes_overlaps_in_dependency_columns(make_window, canvas_registry):
+    window = _window(make_window, canvas_registry)
+    scene, model = window.scene, window.model
+    ids = [_add(window, t, 0, i * 40) for i, t in enumerate(["Prompt", "NoiseLatent", "DecodeVideo", "WriteVideo"])]
+    p, n, d, w = ids
+    window.editor.connect(n, "latent", d, "latent")
+    window.editor.connect(d, "video", w, "video")
+    window.actions["tidy"].trigger()
+    rects = {i: scene.nodes[i].sceneBoundingRect() for i in ids}
+    assert not any(rects[a].intersects(rects[b]) for a in ids for b in ids if a < b)
+    x = {i: model.pos_of(i)[0] for i in ids}
+    assert x[p] == x[n] < x[d] < x[w]  # sources first, then by depth
+    assert model.pos_of(p)[1] < model.pos_of(n)[1]  # the previous vertical order is kept
+    window.undo_stack.undo()
+    assert [model.pos_of(i) for i in ids] == [(0.0, i * 40.0) for i in range(4)]
