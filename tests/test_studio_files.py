@@ -253,3 +253,15 @@ def test_settings_dialog_edits_model_roots_and_node_packs(tmp_path):
         prefs.add_recent(str(tmp_path / name))
     assert StudioPrefs.load(tmp_path / "studio.json").recent_files == [
         str((tmp_path / "a.json").resolve()), str((tmp_path / "b.json").resolve())]
+
+
+def test_new_asks_before_dropping_unsaved_work(make_window, canvas_registry):
+    dialogs = ScriptedDialogs(save_discard_cancel=["cancel", "discard"])
+    window = make_window(registry=canvas_registry, dialogs=dialogs)
+    window.editor.add_node("Prompt", (0, 0))
+    window.actions["new"].trigger()
+    assert len(window.model.workflow.nodes) == 1  # cancelled
+    window.actions["new"].trigger()
+    assert window.model.workflow.nodes == {} and not window.isWindowModified()
+    assert window.windowTitle().startswith("Untitled") and not window.undo_stack.canUndo()
+    assert dialogs.kinds() == ["save_discard_cancel", "save_discard_cancel"]
