@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--name", default="studio", help="file name of the main screenshot")
+    parser.add_argument("--tidy", action="store_true",
+                        help="Edit > Tidy Up before running (for files whose nodes overlap)")
     args = parser.parse_args(argv)
 
     from engine.config import load_settings
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot open {args.workflow}", file=sys.stderr)
         return 1
     _settle(app)
+    if args.tidy:
+        window.view.tidy_up()
+        window.view.frame_all()
+        _settle(app)
 
     window.run()
     if not _wait(app, lambda: not window.runs.busy, args.timeout):
