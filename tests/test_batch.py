@@ -132,7 +132,8 @@ def test_workers_are_pinned_one_per_gpu_or_share_the_cpu_threads(monkeypatch):
                                                          {"CUDA_VISIBLE_DEVICES": "2,3"}]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     assert worker_envs(3, gpus=2) == [{"CUDA_VISIBLE_DEVICES": v} for v in ("5", "7", "5")]
-    assert worker_envs(2, gpus=0, cpu_count=8) == [{"OMP_NUM_THREADS": "4"}] * 2
+    assert worker_envs(2, gpus=0, cpu_count=9) == [{"OMP_NUM_THREADS": "4"}] * 2  # 1 core spare
+    assert worker_envs(None, gpus=0, cpu_count=2) == [{"OMP_NUM_THREADS": "1"}]
     with pytest.raises(BatchError):
         worker_envs(None, gpus=1, gpus_per_job=2)
 

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(f"  - {line}", file=sys.stderr)
         return EXIT_INVALID
-    except KeyboardInterrupt:  # before the batch began (e.g. while Ray was starting)
+    except KeyboardInterrupt:  # before any job started (validating, starting Ray)
         print("interrupted before any job ran", file=sys.stderr)
         return EXIT_FAILED
 
@@ -95,15 +95,18 @@ def _run(args: argparse.Namespace) -> int:
     tasks = prepare_tasks(workflow, jobs, registry, use_cache=not args.no_cache)
 
     stop = StopSignal()
+    backend: Any = None
 
     def on_sigint(*_: Any) -> None:
+        if backend is None:  # still starting (e.g. joining a Ray cluster): abort as usual
+            raise KeyboardInterrupt
         again = stop.requested
         stop.request()
         print("\nkilling the workers" if again else "\nstopping: interrupting running jobs "
               "(Ctrl+C again to kill them)", file=sys.stderr)
 
-    # From here on Ctrl+C only requests a stop, so the manifest and the workers are never left
-    # half-done (a stop while Ray starts runs no job and exits 1).
+    # Once the backend exists Ctrl+C only requests a stop, so the manifest and the workers are
+    # never left half-done, up to and including closing the workers.
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         backend = _make_backend(args, settings)

@@ -86,10 +86,14 @@ class RayPool:
         self._owns_ray = False
         if not ray.is_initialized():
             init = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-            if address:
-                ray.init(address=address, **init)
-            else:
-                ray.init(num_cpus=max(2, workers or 1), **init)
+            try:
+                if address:
+                    ray.init(address=address, **init)
+                else:
+                    ray.init(num_cpus=max(2, workers or 1), **init)
+            except Exception as exc:  # unreachable address, version mismatch, no local resources
+                where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+                raise BatchError(f"cannot start or join {where}: {_first_line(exc)}") from None
             self._owns_ray = True
         self._actor_cls = ray.remote(JobActor)
         self._options = self._actor_options(workers, gpus_per_job)
