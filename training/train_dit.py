@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--clips", type=int, default=1200, help="training clips encoded once")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=100)

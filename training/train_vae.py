@@ -98,11 +98,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-4)
     ap.add_argument("--kl", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="train only the decoder (the encoder, hence the latents a DiT was trained "
+                         "on, stay fixed); the optimizer state is started afresh")
     ap.add_argument("--run", default="vae", help="checkpoint folder under training/runs/")
     ap.add_argument("--export", default=str(VAE_FILE), help="where the final weights go")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -113,14 +116,20 @@ def main() -> None:
     log = Log(run / "log.txt")
     torch.manual_seed(args.seed)
     model = build_model().to(args.device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    params = list(model.parameters())
+    if args.decoder_only:
+        for module in (model.encoder, model.quant_conv):
+            module.requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     step = 0
     ckpt = load_checkpoint(run / "last.pt")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
+        if not args.decoder_only or ckpt.get("decoder_only"):
+            opt.load_state_dict(ckpt["opt"])
         step = int(ckpt["step"])
-        log(f"resumed at step {step}")
+        log(f"resumed at step {step}" + (" (decoder only)" if args.decoder_only else ""))
     rng = random.Random(args.seed * 1_000_003 + step)  # a resumed run draws new clips
     start, ema = time.time(), None
     while step < args.steps and time.time() - start < args.minutes * 60:
@@ -128,7 +137,8 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         x = make_batch(rng, args.batch).to(args.device)
-        posterior = model.encode(x).latent_dist
+        with torch.set_grad_enabled(not args.decoder_only):
+            posterior = model.encode(x).latent_dist
         # decoded from the posterior mean, which is what inference encodes to (WanVAE.encode);
         # L1 keeps edges sharp, MSE keeps flat colours exact; a tiny KL keeps latents bounded
         recon = decode_unclamped(model, posterior.mode())
@@ -142,7 +152,7 @@ def main() -> None:
         loss = rec + args.kl * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         ema = rec.item() if ema is None else 0.95 * ema + 0.05 * rec.item()
@@ -150,8 +160,10 @@ def main() -> None:
             log(f"step {step} rec {ema:.4f} kl {kl.item():.3f} lr {lr:.2e} "
                 f"{(time.time() - start) / max(1, step - (ckpt['step'] if ckpt else 0)):.2f}s/step")
         if step % args.save_every == 0:
-            save_checkpoint(run / "last.pt", model=model.state_dict(), opt=opt.state_dict(), step=step)
-    save_checkpoint(run / "last.pt", model=model.state_dict(), opt=opt.state_dict(), step=step)
+            save_checkpoint(run / "last.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
+                            decoder_only=args.decoder_only)
+    save_checkpoint(run / "last.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
+                    decoder_only=args.decoder_only)
     export(model.cpu(), log, step, Path(args.export))
 
 
