@@ -57,7 +57,7 @@ class NodeProgress(Event):
     fraction: float = 0.0  # 0..1 within the node
     overall: float = 0.0  # 0..1 over the run
     message: str = ""
-    preview: Any = None  # optional small uint8 HxWx3 numpy array (latent preview)
+    preview: Any = None  # optional latent preview: uint8 (H, W, 3) array or float (1, H, W, 3) tensor
 
 
 @dataclass
