@@ -74,16 +74,9 @@ def compute_signatures(workflow: Workflow, registry: NodeRegistry, order: Iterab
 
 def stat_fingerprint(path: Path) -> list[int] | None:
     """[size, mtime_ns] of a file (or of a folder's files, for HF-style model folders)."""
+    from engine.models.paths import fingerprint
+
     try:
-        if path.is_dir():
-            size, mtime = 0, 0
-            for child in sorted(path.rglob("*")):
-                if child.is_file():
-                    st = child.stat()
-                    size += st.st_size
-                    mtime = max(mtime, st.st_mtime_ns)
-            return [size, mtime]
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns]
+        return list(fingerprint(path))
     except OSError:
         return None

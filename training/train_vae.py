@@ -126,7 +126,7 @@ def main() -> None:
     ckpt = load_checkpoint(run / "last.pt")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        if not args.decoder_only or ckpt.get("decoder_only"):
+        if bool(ckpt.get("decoder_only")) == args.decoder_only:  # same parameter set only
             opt.load_state_dict(ckpt["opt"])
         step = int(ckpt["step"])
         log(f"resumed at step {step}" + (" (decoder only)" if args.decoder_only else ""))
