@@ -32,6 +32,7 @@ from engine.errors import Interrupted, NodeError, NodeExecutionError, Problem, W
 from engine.events import (EventSink, LogMessage, NodeCached, NodeDone, NodeFailed, NodeProgress,
                            NodeQueued, NodeSkipped, NodeStarted, ProgressThrottle, RunFinished,
                            RunStarted, null_sink)
+from engine.input_files import locate_input_file
 from engine.registry import NodeRegistry
 from engine.signature import compute_signatures, stat_fingerprint
 from engine.sockets import SocketType
@@ -153,10 +154,7 @@ class Executor:
 
     def resolve_file(self, file_kind: str, value: str) -> Path | None:
         if file_kind == "input":
-            path = Path(value)
-            if not path.is_absolute():
-                path = Path(self.settings.get("input_dir") or ".") / path
-            return path
+            return locate_input_file(value, self.settings.get("input_dir"))
         if self.model_paths is None:
             return None
         try:

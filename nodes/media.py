@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from engine import media
 from engine.context import ExecutionContext
 from engine.errors import NodeError
-from engine.models.paths import REPO_ROOT
+from engine.input_files import locate_input_file
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as T
 from engine.values import Video
@@ -31,12 +31,7 @@ def resolve_input(ctx: ExecutionContext, value: str, input_name: str) -> Path:
     """A user file named by an absolute path or a path relative to the input folder."""
     if not isinstance(value, str) or not value.strip():
         raise NodeError("no file chosen; pick a file or type its path", input=input_name)
-    path = Path(value.strip()).expanduser()
-    if not path.is_absolute():
-        rel = path
-        path = Path(ctx.settings.get("input_dir") or ".") / rel
-        if not path.is_file() and (REPO_ROOT / rel).is_file():
-            path = REPO_ROOT / rel  # the app's own samples (resources/samples/...) from any input folder
+    path = locate_input_file(value, ctx.settings.get("input_dir"))
     if not path.is_file():
         raise NodeError(f"file not found: {path} (relative paths are read from the input "
                         "folder, settings 'input_dir')", input=input_name)
