@@ -149,6 +149,14 @@ class Executor:
         return report
 
     def _fingerprint(self, file_kind: str, value: str) -> Any:
+        if not value:
+            if file_kind == "input" or self.model_paths is None:
+                return None
+            try:  # nothing chosen: the node may fall back to what the folder offers
+                return [[name, stat_fingerprint(self.model_paths.resolve(file_kind, name))]
+                        for name in self.model_paths.list(file_kind)]
+            except Exception:
+                return None
         path = self.resolve_file(file_kind, value)
         return stat_fingerprint(path) if path is not None else None
 

@@ -63,8 +63,10 @@ def compute_signatures(workflow: Workflow, registry: NodeRegistry, order: Iterab
             if ispec.type.value == "FLOAT" and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             inputs[ispec.name] = value
-            if ispec.file_kind and isinstance(value, str) and value and fingerprint is not None:
-                inputs[f"{ispec.name}#file"] = fingerprint(ispec.file_kind, value)
+            # an empty choice still counts: nodes like FrameInterpolate(method=auto) then pick
+            # whatever the folder holds, so the folder's contents are part of the key
+            if ispec.file_kind and isinstance(value, (str, type(None))) and fingerprint is not None:
+                inputs[f"{ispec.name}#file"] = fingerprint(ispec.file_kind, value or "")
         payload = {"type": spec.name, "version": spec.version, "mode": node.mode, "inputs": inputs}
         if nid in extra:
             payload["extra"] = extra[nid]

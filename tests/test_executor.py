@@ -180,3 +180,20 @@ def test_progress_events_carry_overall_fraction(executor):
     executor.run(chain(), targets=["blend2"], on_event=events.append)
     overall = [e.overall for e in events if isinstance(e, NodeDone)]
     assert overall == sorted(overall) and overall[-1] == pytest.approx(1.0)
+
+
+def test_a_model_added_to_a_folder_invalidates_nodes_that_pick_from_it(tmp_path, registry):
+    """FrameInterpolate(method=auto) with no model chosen uses whatever the interpolation folder
+    holds, so a file appearing there must change its cache key."""
+    from engine.models.paths import ModelPaths
+    from engine.signature import compute_signatures
+
+    wf = Workflow()
+    wf.add_node("FrameInterpolate", {"method": "auto"}, node_id="interp")
+    ex = Executor(registry, ResultCache(disk_dir=None), model_paths=ModelPaths([tmp_path]),
+                  temp_dir=tmp_path)
+    before = compute_signatures(wf, registry, ["interp"], ex._fingerprint)
+    (tmp_path / "interpolation").mkdir()
+    (tmp_path / "interpolation" / "rife.safetensors").write_bytes(b"x")
+    after = compute_signatures(wf, registry, ["interp"], ex._fingerprint)
+    assert before != after
