@@ -192,7 +192,10 @@ class WanDiT:
                             f"{x.shape[1]}{hint}")
         for size, p, axis in zip(x.shape[2:], self.patch_size, ("frames", "height", "width")):
             if size % p:
-                raise NodeError(f"latent {axis} {size} is not a multiple of the DiT patch size {p}")
+                fix = ("use a frame count whose latent length divides evenly" if axis == "frames" else
+                       f"choose a video {axis} that is a multiple of {p} times the VAE's spatial "
+                       "compression (16 px for reelgraph-tiny and Wan 2.1, 32 px for Wan 2.2 TI2V)")
+                raise NodeError(f"latent {axis} {size} is not a multiple of the DiT patch size {p}; {fix}")
 
     def _token_timesteps(self, timestep: torch.Tensor | float, batch: int, frames: int,
                          height: int, width: int) -> torch.Tensor:
