@@ -53,19 +53,34 @@ def test_bundled_weights_load_as_a_wan_ti2v_model() -> None:
     vae = load_vae(paths.resolve("vae", "reelgraph-tiny_vae.safetensors"), device="cpu")
     assert dit.info.family == "wan2.2-ti2v" and dit.frame_timesteps  # known frames clean at t=0
     assert dit.text_dim == 384 and dit.in_channels == vae.grid.channels == 48
-    assert (vae.grid.temporal, vae.grid.spatial) == (4, 8)
+    assert (vae.grid.temporal, vae.grid.spatial) == (4, 4)  # 4x, not 8x: MODEL_CARD.md
+    assert dit.patch_size == (1, 4, 4)  # so a token is still 16x16 pixels
     total = sum(p.stat().st_size for p in MODELS.rglob("*.safetensors"))
     assert total < 50 * 2**20
     # the VAE reconstructs a training-style clip closely (flat colours, sharp enough edges)
     clip = torch.from_numpy(render(training_spec(7)))[None]  # (1, T, H, W, 3)
     recon = vae.decode(vae.encode(clip))
     assert recon.shape == clip.shape
-    assert float((recon - clip).abs().mean()) < 0.08  # measured 0.04 on average (model card)
+    assert float((recon - clip).abs().mean()) < 0.03
 
 
-@pytest.mark.xfail(strict=True, reason="the bundled reelgraph-tiny is undertrained: its VAE does not yet "
-                   "reconstruct the object's colour and motion (see resources/models/MODEL_CARD.md); "
-                   "this test turns into a failure (XPASS) once retrained weights obey the prompt")
+def test_bundled_vae_round_trip_keeps_what_the_evaluation_measures() -> None:
+    """Colour, motion and background of held-out clips survive encode + decode (the DiT can only be
+    as good as the decoder it draws through). Shape is left out: moving shapes come back with soft,
+    smeared corners, and only about 60 % keep their measured shape (MODEL_CARD.md)."""
+    from engine.models.wan_vae import load_vae
+
+    vae = load_vae(default_model_paths().resolve("vae", "reelgraph-tiny_vae.safetensors"), device="cpu",
+                   compute_hash=False)
+    rng = random.Random(11)
+    for combo in HELD_OUT[::4]:
+        spec = random_spec(rng, combo, *rng.choice(((64, 64), (96, 64), (64, 96))), frames=17)
+        recon = vae.decode(vae.encode(torch.from_numpy(render(spec))[None]))[0].numpy()
+        got = measure(recon)
+        assert (got.colour, got.motion, got.background) == (spec.colour, spec.motion, spec.background), \
+            (spec, got)
+
+
 def test_default_workflow_obeys_colour_and_motion(executor, tmp_path: Path) -> None:
     wf = json.loads((WORKFLOWS / "text_to_video.json").read_text())
     prompt = wf["nodes"]["recaption"]["inputs"]["prompt"]  # "a crimson ball gliding to the right..."
@@ -75,6 +90,7 @@ def test_default_workflow_obeys_colour_and_motion(executor, tmp_path: Path) -> N
     video = media.read_video(mp4)
     assert tuple(video.frames.shape) == (17, 64, 64, 3)
     got = measure(video.frames.numpy())
+    # measured: red, moving right by 14 px (dy -4), black; the held-out figures are lower (MODEL_CARD.md)
     assert (got.colour, got.motion, got.background) == ("red", "moving right", "black"), got
 
 

@@ -6,7 +6,8 @@ Needs the trained VAE (training.train_vae). The first run prepares the data once
 `--clips` procedural clips (training.data), encodes them with the exported VAE through
 `engine.models.wan_vae.load_vae` (the normalised latents inference uses) and encodes every training
 caption with the bundled all-MiniLM-L6-v2 through `engine.models.text_encoders` (token states, as
-TextEncode gives them); both are cached in training/runs/dit/data.pt. Seeded and resumable like the
+TextEncode gives them); both are cached in training/runs/dit/data.pt, with the VAE file's sha256 so
+a retrained VAE (or another `--clips`) encodes them again. Seeded and resumable like the
 VAE script; at the end it exports resources/models/diffusion_models/reelgraph-tiny_dit.safetensors
 (diffusers layout, the EMA weights, config in the metadata).
 
@@ -152,6 +153,13 @@ def build_model() -> torch.nn.Module:
     return WanTransformer3DModel(**cfg)
 
 
+def vae_identity() -> str:
+    """sha256 of the exported VAE: the cached latents are only valid for the VAE that made them."""
+    import hashlib
+
+    return hashlib.sha256(VAE_FILE.read_bytes()).hexdigest()
+
+
 def export(ema: torch.nn.Module, log: Log, step: int) -> None:
     export_safetensors(DIT_FILE, ema.state_dict(), DIT_CONFIG, {"step": str(step)})
     log(f"exported {DIT_FILE} (step {step})")
@@ -159,11 +167,11 @@ def export(ema: torch.nn.Module, log: Log, step: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--clips", type=int, default=1200, help="training clips encoded once")
+    ap.add_argument("--clips", type=int, default=2400, help="training clips encoded once")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--export-every", type=int, default=500)
@@ -176,10 +184,15 @@ def main() -> None:
     run = RUNS / "dit"
     log = Log(run / "log.txt")
     data_file = run / "data.pt"
-    if data_file.is_file():
-        data = torch.load(data_file, weights_only=True)
-    else:
+    vae_id = vae_identity()
+    data = torch.load(data_file, weights_only=True) if data_file.is_file() else None
+    if data is not None and (data.get("vae") != vae_id
+                             or sum(len(v) for v in data["latents"].values()) != args.clips):
+        log("the cached latents came from another VAE or clip count; encoding again")
+        data = None
+    if data is None:
         data = prepare(args.clips, args.seed, log)
+        data["vae"] = vae_id
         save_checkpoint(data_file, **data)
     torch.manual_seed(args.seed)
     model = build_model().to(args.device).train()
