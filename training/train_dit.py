@@ -155,9 +155,9 @@ def build_model() -> torch.nn.Module:
 
 def vae_identity() -> str:
     """sha256 of the exported VAE: the cached latents are only valid for the VAE that made them."""
-    import hashlib
+    from engine.models.safe_load import file_sha256
 
-    return hashlib.sha256(VAE_FILE.read_bytes()).hexdigest()
+    return file_sha256(VAE_FILE)
 
 
 def export(ema: torch.nn.Module, log: Log, step: int) -> None:
