@@ -104,6 +104,39 @@ def test_per_frame_timesteps_expand_to_tokens(tmp_path):
         dit.predict_velocity(x, torch.zeros(1, 2), ctx)
 
 
+def test_sample_prediction_becomes_the_flow_velocity(tmp_path):
+    """A model trained to predict the clean latent (prediction_type "sample" in its metadata, as
+    reelgraph-tiny) hands samplers the velocity (x_t - x0) / sigma; known frames (t = 0) get 0."""
+    ref = _reference(TI2V)
+    path = save_state_dict(ref.state_dict(), tmp_path / "x0.safetensors", {"config": json.dumps(
+        {"num_attention_heads": 2, "prediction_type": "sample"})})
+    dit = load_dit(path, device="cpu")
+    assert dit.prediction_type == "sample" and dit.info.config["prediction_type"] == "sample"
+    torch.manual_seed(4)
+    x, ctx = torch.randn(1, 48, 3, 4, 4), torch.randn(1, 5, 32)
+    per_frame = torch.tensor([[0.0, 500.0, 800.0]])
+    tokens = per_frame[:, :, None].expand(1, 3, 4).reshape(1, -1)
+    x0 = _ref_call(ref, x, tokens, ctx)
+    v = dit.predict_velocity(x, per_frame, ctx)
+    assert torch.equal(v[:, :, 0], torch.zeros_like(v[:, :, 0]))  # the known frame stays put
+    sigma = torch.tensor([0.5, 0.8]).view(1, 1, 2, 1, 1)
+    torch.testing.assert_close(v[:, :, 1:], (x[:, :, 1:] - x0[:, :, 1:]) / sigma, atol=1e-5, rtol=1e-5)
+    # one Euler step from sigma to 0 with that velocity lands exactly on the predicted x0
+    v_clip = dit.predict_velocity(x, torch.tensor([700.0]), ctx)
+    x0_clip = _ref_call(ref, x, torch.tensor([700.0]), ctx)
+    torch.testing.assert_close(x - 0.7 * v_clip, x0_clip, atol=1e-5, rtol=1e-5)
+    # Wan releases carry no prediction_type: they predict the velocity itself
+    plain = load_dit(save_state_dict(ref.state_dict(), tmp_path / "v.safetensors", {"config": json.dumps(
+        {"num_attention_heads": 2})}), device="cpu")
+    assert plain.prediction_type == "flow_prediction"
+    torch.testing.assert_close(plain.predict_velocity(x, torch.tensor([700.0]), ctx), x0_clip,
+                               atol=1e-5, rtol=1e-5)
+    bad = save_state_dict(ref.state_dict(), tmp_path / "bad.safetensors", {"config": json.dumps(
+        {"num_attention_heads": 2, "prediction_type": "epsilon"})})
+    with pytest.raises(ModelLoadError, match=r"bad\.safetensors.*prediction_type 'epsilon'"):
+        load_dit(bad, device="cpu")
+
+
 def test_context_mask_zeroes_padding(tmp_path):
     ref = _reference(T2V)
     dit = load_dit(_write_layouts(ref, tmp_path, False)["diffusers"], device="cpu")

@@ -42,6 +42,15 @@ DIT_CONFIG: dict[str, Any] = {
     "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": None, "added_kv_proj_dim": None,
     "rope_max_seq_len": 1024, "pos_embed_seq_len": None,
 }
+# What the DiT's output means (diffusers' prediction_type names). "sample": the clean latent x0,
+# which the engine's WanDiT turns into the sampler's velocity, (x_t - x0) / sigma. Why not the
+# velocity itself: a 4x4 patch of 48 channels is 768 values per token, but the residual stream is
+# 128 wide, so every output lies in a 128-dimensional subspace. The velocity's noise part is
+# isotropic and cannot be predicted there (its MSE cannot fall below 640/768; training sat at 1.01
+# and samples kept stray noise), while clean latent patches are nearly low-rank (64 principal
+# components decode as well as all 768), so x0 fits (as in JiT, "Back to Basics", Li & He 2025).
+DIT_PREDICTION = "sample"
+X0_SIGMA_FLOOR = 0.05  # training divides by max(sigma, this) when turning x0 into a velocity
 
 
 def save_checkpoint(path: Path, **items: Any) -> None:

@@ -15,7 +15,8 @@ Frame conditioning is trained the way engine.sampling drives a model with `frame
 (Wan 2.2 TI2V style, which this 48-channel model is detected as): each item draws a mask of known
 latent frames -- none (text to video), the first frame (image to video), the first k (extend
 forward), the last k (extend backward), first and last (connect) -- known frames go in clean with
-per-frame timestep 0, and the loss covers the unknown frames only. 10% of captions are dropped to
+per-frame timestep 0, and the loss covers the unknown frames only. The model predicts the clean
+latent (training.common.DIT_PREDICTION explains why); the loss compares the velocity made from it. 10% of captions are dropped to
 the empty prompt so classifier-free guidance has an unconditional branch.
 """
 
@@ -31,7 +32,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from training.common import DIT_CONFIG, DIT_FILE, RUNS, VAE_FILE, Log, export_safetensors, load_checkpoint, save_checkpoint
+from training.common import (DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS, VAE_FILE, X0_SIGMA_FLOOR, Log,
+                             export_safetensors, load_checkpoint, save_checkpoint)
 from training.data import render, training_spec
 
 TEXT_TOKENS = 32  # stored token states per caption (captions are ~11 tokens)
@@ -137,9 +139,11 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
     xs = torch.where(known, x0, (1 - sv) * x0 + sv * noise)  # known frames clean
     t = (1000.0 * s)[:, None] * (1.0 - mask)  # (B, T'): known frames at timestep 0
     dev = next(model.parameters()).device
-    v = model(hidden_states=xs.to(dev), timestep=token_timesteps(t, xs).to(dev),
-              encoder_hidden_states=ctx.to(dev), return_dict=False)[0]
-    err = (v.float().cpu() - (noise - x0)).pow(2).mean(dim=(1, 3, 4))  # (B, T')
+    out = model(hidden_states=xs.to(dev), timestep=token_timesteps(t, xs).to(dev),
+                encoder_hidden_states=ctx.to(dev), return_dict=False)[0].float().cpu()
+    if DIT_PREDICTION == "sample":  # the loss stays in velocity space (JiT's x-prediction, v-loss)
+        out = (xs - out) / sv.clamp(min=X0_SIGMA_FLOOR)
+    err = (out - (noise - x0)).pow(2).mean(dim=(1, 3, 4))  # (B, T')
     weight = 1.0 - mask
     return (err * weight).sum() / weight.sum().clamp(min=1.0)
 
@@ -161,13 +165,14 @@ def vae_identity() -> str:
 
 
 def export(ema: torch.nn.Module, log: Log, step: int) -> None:
-    export_safetensors(DIT_FILE, ema.state_dict(), DIT_CONFIG, {"step": str(step)})
+    config = {**DIT_CONFIG, "prediction_type": DIT_PREDICTION}  # the engine's loader reads both
+    export_safetensors(DIT_FILE, ema.state_dict(), config, {"step": str(step)})
     log(f"exported {DIT_FILE} (step {step})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--steps", type=int, default=24000)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)

@@ -12,6 +12,9 @@ Invariants of `WanDiT.predict_velocity`:
   to every token of their frame (Wan 2.2 TI2V conditioning: known frames get t = 0).
 - Padded text tokens (mask 0) are zeroed, as Wan's pipeline does, since the model attends to the
   whole context without a mask.
+- What the network outputs is its `prediction_type`: "flow_prediction" (the velocity, every Wan
+  release) or "sample" (the clean latent x0, as the bundled reelgraph-tiny does); a sample
+  prediction is turned into the velocity (x_t - x0) / sigma here, so samplers see one contract.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ BLOCK_NAMES = {
     "ffn.2": "ffn.net.2",
     "modulation": "scale_shift_table",
 }
+PREDICTION_TYPES = ("flow_prediction", "sample")
 _BLOCK_KEY = re.compile(r"^(blocks\.\d+\.)(.+)$")
 
 
@@ -128,8 +132,13 @@ class WanDiT:
     """A loaded Wan DiT satisfying `engine.models.interfaces.DiffusionModel`."""
 
     def __init__(self, module: torch.nn.Module, info: ModelInfo, variant: str,
-                 device: torch.device, policy: DTypePolicy, offload: bool = True):
+                 device: torch.device, policy: DTypePolicy, offload: bool = True,
+                 prediction_type: str = "flow_prediction"):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ModelLoadError(info.path, f"unknown prediction_type {prediction_type!r}; this "
+                                            f"loader knows {', '.join(PREDICTION_TYPES)}")
         cfg = module.config
+        self.prediction_type = prediction_type
         self.module = module
         self.info = info
         self.variant = variant  # "t2v" | "i2v" | "flf2v" | "ti2v"
@@ -160,6 +169,7 @@ class WanDiT:
                          image_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Flow-matching velocity (see DiffusionModel). `image_embeds` (B, N, image_dim) are the
         CLIP image tokens that Wan 2.1 I2V/FLF2V models (with an `img_emb`) need."""
+        noisy = x
         if image_latent is not None:
             x = torch.cat([x, image_latent.to(x.dtype)], dim=1)  # (B, C + C', T, H, W)
         self._check_input(x)
@@ -179,7 +189,21 @@ class WanDiT:
                                              if self.needs_image_embeds else None),
                 return_dict=False,
             )[0]
-        return out.float().cpu()  # (B, out_channels, T, H, W)
+        out = out.float().cpu()  # (B, out_channels, T, H, W)
+        if self.prediction_type == "sample":
+            out = self._velocity_from_sample(noisy.float(), out, timestep, batch, frames)
+        return out
+
+    @staticmethod
+    def _velocity_from_sample(noisy: torch.Tensor, x0: torch.Tensor, timestep: torch.Tensor | float,
+                              batch: int, frames: int) -> torch.Tensor:
+        """x_t = (1 - sigma) x0 + sigma noise, so the velocity noise - x0 is (x_t - x0) / sigma.
+        Frames at sigma 0 (known, clean frames) get velocity 0: they stay where they are."""
+        sigma = torch.as_tensor(timestep, dtype=torch.float32) / 1000.0
+        sigma = sigma.reshape(-1, 1) if sigma.ndim <= 1 else sigma  # (B or 1, 1) or (B, T)
+        sigma = sigma.expand(batch, frames).reshape(batch, 1, frames, 1, 1)
+        velocity = (noisy - x0) / sigma.clamp(min=1e-6)
+        return torch.where(sigma > 0, velocity, torch.zeros_like(velocity))
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5:
@@ -291,16 +315,18 @@ def load_dit(path: Path | str, device: torch.device | str | None = None,
 
     path = Path(path)
     state = load_state_dict(path)
-    detection = detect_wan_dit(state, path, config_overrides(path, config))
+    overrides = config_overrides(path, config)
+    detection = detect_wan_dit(state, path, overrides)
     state = to_diffusers(state, detection, path)
     module = build_strict(WanTransformer3DModel, detection.config, state, path)
     device = pick_device(device)
     policy = dtype if isinstance(dtype, DTypePolicy) else dtype_policy(dtype or "auto", device, "dit")
     apply_dtype_policy(module, policy, WanTransformer3DModel._keep_in_fp32_modules or ())
+    prediction = overrides.get("prediction_type", "flow_prediction")
     info = ModelInfo(path=str(path), family=detection.family, layout=detection.layout,
                      sha256=file_sha256(path) if compute_hash else "",
-                     config=_jsonable(detection.config))
-    return WanDiT(module, info, detection.variant, device, policy, offload)
+                     config={**_jsonable(detection.config), "prediction_type": prediction})
+    return WanDiT(module, info, detection.variant, device, policy, offload, prediction)
 
 
 def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
