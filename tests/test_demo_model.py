@@ -66,19 +66,22 @@ def test_bundled_weights_load_as_a_wan_ti2v_model() -> None:
 
 def test_bundled_vae_round_trip_keeps_what_the_evaluation_measures() -> None:
     """Colour, motion and background of held-out clips survive encode + decode (the DiT can only be
-    as good as the decoder it draws through). Shape is left out: moving shapes come back with soft,
-    smeared corners, and only about 60 % keep their measured shape (MODEL_CARD.md)."""
+    as good as the decoder it draws through), and so does the shape of all but the smallest squares,
+    whose corners the VAE rounds (92 % of the 24 held-out combinations keep it, MODEL_CARD.md)."""
     from engine.models.wan_vae import load_vae
 
     vae = load_vae(default_model_paths().resolve("vae", "reelgraph-tiny_vae.safetensors"), device="cpu",
                    compute_hash=False)
     rng = random.Random(11)
+    shapes_kept = []
     for combo in HELD_OUT[::4]:
         spec = random_spec(rng, combo, *rng.choice(((64, 64), (96, 64), (64, 96))), frames=17)
         recon = vae.decode(vae.encode(torch.from_numpy(render(spec))[None]))[0].numpy()
         got = measure(recon)
         assert (got.colour, got.motion, got.background) == (spec.colour, spec.motion, spec.background), \
             (spec, got)
+        shapes_kept.append(got.shape == spec.shape)
+    assert sum(shapes_kept) >= len(shapes_kept) - 1, shapes_kept
 
 
 def test_default_workflow_obeys_colour_and_motion(executor, tmp_path: Path) -> None:
@@ -130,7 +133,7 @@ def test_recaption_vocabulary_maps_paraphrases_onto_the_caption_grammar() -> Non
 
 def test_measurement_reads_rendered_clips_back() -> None:
     rng = random.Random(3)
-    for _ in range(40):
+    for _ in range(120):
         spec = random_spec(rng)
         got = measure(render(spec))
         assert (got.colour, got.shape, got.motion, got.background) == spec.combo[:3] + (spec.background,)
