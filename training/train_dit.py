@@ -16,7 +16,8 @@ Frame conditioning is trained the way engine.sampling drives a model with `frame
 latent frames -- none (text to video), the first frame (image to video), the first k (extend
 forward), the last k (extend backward), first and last (connect) -- known frames go in clean with
 per-frame timestep 0, and the loss covers the unknown frames only. The model predicts the clean
-latent (training.common.DIT_PREDICTION explains why); the loss compares the velocity made from it. 10% of captions are dropped to
+latent (training.common.DIT_PREDICTION explains why); its loss is the x0 error in velocity units,
+with the weight capped at low noise (training.common.X0_WEIGHT_FLOOR). 10% of captions are dropped to
 the empty prompt so classifier-free guidance has an unconditional branch.
 """
 
@@ -32,7 +33,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from training.common import (DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS, VAE_FILE, X0_SIGMA_FLOOR, Log,
+from training.common import (DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS, VAE_FILE, X0_WEIGHT_FLOOR, Log,
                              export_safetensors, load_checkpoint, save_checkpoint)
 from training.data import render, training_spec
 
@@ -141,9 +142,10 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
     dev = next(model.parameters()).device
     out = model(hidden_states=xs.to(dev), timestep=token_timesteps(t, xs).to(dev),
                 encoder_hidden_states=ctx.to(dev), return_dict=False)[0].float().cpu()
-    if DIT_PREDICTION == "sample":  # the loss stays in velocity space (JiT's x-prediction, v-loss)
-        out = (xs - out) / sv.clamp(min=X0_SIGMA_FLOOR)
-    err = (out - (noise - x0)).pow(2).mean(dim=(1, 3, 4))  # (B, T')
+    if DIT_PREDICTION == "sample":  # x0 error in velocity units, capped at low sigma (common.py)
+        err = (out - x0).pow(2).mean(dim=(1, 3, 4)) / s.clamp(min=X0_WEIGHT_FLOOR).pow(2)[:, None]
+    else:
+        err = (out - (noise - x0)).pow(2).mean(dim=(1, 3, 4))  # (B, T')
     weight = 1.0 - mask
     return (err * weight).sum() / weight.sum().clamp(min=1.0)
 
@@ -172,7 +174,7 @@ def export(ema: torch.nn.Module, log: Log, step: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=24000)
+    ap.add_argument("--steps", type=int, default=18000)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
