@@ -1,6 +1,6 @@
 """Train reelgraph-tiny from scratch, then evaluate it: the one command behind the bundled weights.
 
-    .venv/bin/python -m training [--vae-minutes 27] [--dit-minutes 70] [--threads 2]
+    .venv/bin/python -m training [--vae-minutes 27] [--dit-minutes 45] [--threads 2]
 
 Runs, each in its own process and each resumable (run the command again to continue):
 1. training.train_vae  -> resources/models/vae/reelgraph-tiny_vae.safetensors
@@ -34,8 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vae-steps", type=int, default=3750)
     ap.add_argument("--vae-minutes", type=float, default=80.0)
-    ap.add_argument("--dit-steps", type=int, default=18000)
-    ap.add_argument("--dit-minutes", type=float, default=70.0)
+    ap.add_argument("--dit-steps", type=int, default=12000)
+    ap.add_argument("--dit-minutes", type=float, default=45.0)
     ap.add_argument("--clips", type=int, default=2400, help="DiT training clips, encoded once")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fresh", action="store_true", help="move training/runs/{vae,dit} aside first")

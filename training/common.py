@@ -42,20 +42,20 @@ DIT_CONFIG: dict[str, Any] = {
     "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": None, "added_kv_proj_dim": None,
     "rope_max_seq_len": 1024, "pos_embed_seq_len": None,
 }
-# What the DiT's output means (diffusers' prediction_type names). "sample": the clean latent x0,
-# which the engine's WanDiT turns into the sampler's velocity, (x_t - x0) / sigma. Why not the
-# velocity itself: a 4x4 patch of 48 channels is 768 values per token, but the residual stream is
-# 128 wide, so every output lies in a 128-dimensional subspace. The velocity's noise part is
-# isotropic and cannot be predicted there (its MSE cannot fall below 640/768; training sat at 1.01
-# and samples kept stray noise), while clean latent patches are nearly low-rank (64 principal
-# components decode as well as all 768), so x0 fits (as in JiT, "Back to Basics", Li & He 2025).
-DIT_PREDICTION = "sample"
-# The loss is the x0 error weighted 1 / max(sigma, X0_WEIGHT_FLOOR)^2: the velocity-space loss at
-# sigma >= 0.2, capped below. Uncapped (JiT's floor of 0.05 gives weights up to 400), the nearly
-# clean samples dominated the gradient: that model denoised well from sigma <= 0.5 but laid out
-# motion wrongly from pure noise (5 of 6 training captions at step 12000), which is decided at high
-# sigma. The cap balances the contributions (measured x0 errors: ~0.01 at sigma 0.1, 0.04 at 0.5,
-# 0.15 at 0.9).
+# What the DiT's output means (diffusers' prediction_type names): "flow_prediction", the velocity
+# noise - x0, as every Wan release; or "sample", the clean latent x0, which the engine's WanDiT
+# turns into the sampler's velocity (x_t - x0) / sigma. Why "sample" was tried: a 4x4 patch of 48
+# channels is 768 values per token but the residual stream is 128 wide, so the velocity's isotropic
+# noise part cannot be predicted (MSE floor 640/768), while clean latent patches are nearly
+# low-rank (64 principal components decode as well as all 768), as in JiT ("Back to Basics",
+# Li & He 2025). Trained for 18000 steps it denoised far better (x0 error at sigma 0.5: 0.03-0.05
+# against 0.24) and reached 96 % held-out colour, but on 24 training captions with fresh seeds it
+# laid out motion (54 % against 71 %) and shape (17 % against 42 %) worse than the velocity model,
+# so the bundled weights stay "flow_prediction" (MODEL_CARD.md, "Experiments").
+DIT_PREDICTION = "flow_prediction"
+# With "sample", the loss is the x0 error weighted 1 / max(sigma, X0_WEIGHT_FLOOR)^2: the
+# velocity-space loss at sigma >= 0.2, capped below (uncapped, the nearly clean samples dominated
+# the gradient and motion from pure noise came out wrong).
 X0_WEIGHT_FLOOR = 0.2
 
 

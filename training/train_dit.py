@@ -15,9 +15,9 @@ Frame conditioning is trained the way engine.sampling drives a model with `frame
 (Wan 2.2 TI2V style, which this 48-channel model is detected as): each item draws a mask of known
 latent frames -- none (text to video), the first frame (image to video), the first k (extend
 forward), the last k (extend backward), first and last (connect) -- known frames go in clean with
-per-frame timestep 0, and the loss covers the unknown frames only. The model predicts the clean
-latent (training.common.DIT_PREDICTION explains why); its loss is the x0 error in velocity units,
-with the weight capped at low noise (training.common.X0_WEIGHT_FLOOR). 10% of captions are dropped to
+per-frame timestep 0, and the loss covers the unknown frames only. The model predicts the velocity
+(or, with training.common.DIT_PREDICTION = "sample", the clean latent, whose loss is the x0 error
+in velocity units with the weight capped at low noise). 10% of captions are dropped to
 the empty prompt so classifier-free guidance has an unconditional branch.
 """
 
@@ -174,7 +174,7 @@ def export(ema: torch.nn.Module, log: Log, step: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=18000)
+    ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
