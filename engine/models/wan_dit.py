@@ -13,7 +13,7 @@ Invariants of `WanDiT.predict_velocity`:
 - Padded text tokens (mask 0) are zeroed, as Wan's pipeline does, since the model attends to the
   whole context without a mask.
 - What the network outputs is its `prediction_type`: "flow_prediction" (the velocity, every Wan
-  release) or "sample" (the clean latent x0, as the bundled reelgraph-tiny does); a sample
+  release) or "sample" (the clean latent x0, as in JiT and the x0 runs of training/); a sample
   prediction is turned into the velocity (x_t - x0) / sigma here, so samplers see one contract.
 """
 
