@@ -44,14 +44,10 @@ DIT_CONFIG: dict[str, Any] = {
 }
 # What the DiT's output means (diffusers' prediction_type names): "flow_prediction", the velocity
 # noise - x0, as every Wan release; or "sample", the clean latent x0, which the engine's WanDiT
-# turns into the sampler's velocity (x_t - x0) / sigma. Why "sample" was tried: a 4x4 patch of 48
-# channels is 768 values per token but the residual stream is 128 wide, so the velocity's isotropic
-# noise part cannot be predicted (MSE floor 640/768), while clean latent patches are nearly
-# low-rank (64 principal components decode as well as all 768), as in JiT ("Back to Basics",
-# Li & He 2025). Trained for 18000 steps it denoised far better (x0 error at sigma 0.5: 0.03-0.05
-# against 0.24) and reached 96 % held-out colour, but on 24 training captions with fresh seeds it
-# laid out motion (54 % against 71 %) and shape (17 % against 42 %) worse than the velocity model,
-# so the bundled weights stay "flow_prediction" (MODEL_CARD.md, "Experiments").
+# turns into the sampler's velocity. "sample" was tried because the 128-wide residual stream cannot
+# hold a 768-value patch's isotropic noise but can hold the nearly low-rank clean latents; it
+# denoised better but laid out motion and shape worse, so the bundled weights predict the velocity
+# (MODEL_CARD.md, "Why the DiT fails, and what was tried").
 DIT_PREDICTION = "flow_prediction"
 # With "sample", the loss is the x0 error weighted 1 / max(sigma, X0_WEIGHT_FLOOR)^2: the
 # velocity-space loss at sigma >= 0.2, capped below (uncapped, the nearly clean samples dominated
