@@ -145,3 +145,32 @@ def test_training_data_is_deterministic_and_never_shows_held_out_combinations() 
     held = set(HELD_OUT)
     assert len(held) == 24 and all(training_spec(s).combo not in held for s in range(3000))
     assert caption(*HELD_OUT[0]) == "a red circle moving left on a black background"
+
+
+def test_coarse_to_fine_patch_resampling_keeps_what_the_coarse_model_computes() -> None:
+    """The fine training stage starts from the coarse-patch DiT (training.train_dit.coarse_to_fine):
+    a fine token embeds what the coarse kernel sees in that patch upsampled, and a fine output
+    position is the mean of the coarse positions it covers."""
+    from diffusers import WanTransformer3DModel
+
+    from training.train_dit import coarse_to_fine
+
+    tiny = dict(num_attention_heads=2, attention_head_dim=8, in_channels=6, out_channels=6, text_dim=8,
+                freq_dim=16, ffn_dim=32, num_layers=1)
+    torch.manual_seed(0)
+    coarse = WanTransformer3DModel(patch_size=(1, 4, 4), **tiny)
+    fine = WanTransformer3DModel(patch_size=(1, 2, 2), **tiny)
+    state = coarse_to_fine(coarse.state_dict(), [1, 4, 4], [1, 2, 2])
+    fine.load_state_dict(state)  # every tensor fits the fine shapes
+    shared = [k for k in state if not k.startswith(("patch_embedding.", "proj_out."))]
+    assert shared and all(torch.equal(state[k], coarse.state_dict()[k]) for k in shared)
+
+    x = torch.randn(1, 6, 1, 2, 2)  # one fine patch
+    up = x.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)  # that patch at coarse size
+    assert torch.allclose(fine.patch_embedding(x), coarse.patch_embedding(up), atol=1e-5)
+
+    h = torch.randn(3, 16)
+    coarse_out = coarse.proj_out(h).reshape(3, 4, 4, 6)  # rows ordered (p_h, p_w, channel)
+    fine_out = fine.proj_out(h).reshape(3, 2, 2, 6)
+    expected = coarse_out.reshape(3, 2, 2, 2, 2, 6).mean(dim=(2, 4))
+    assert torch.allclose(fine_out, expected, atol=1e-5)

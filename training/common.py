@@ -28,20 +28,26 @@ DIT_FILE = MODELS / "diffusion_models" / "reelgraph-tiny_dit.safetensors"
 # clean at per-frame timestep 0 (how it is trained). Deviation from Wan (MODEL_CARD.md): 4x spatial
 # compression instead of 8x (one level fewer); temporal stays 4x. Trained for about an hour on this
 # CPU, the 8x VAE blurred a 14-24 px shape away (held-out round trips kept the colour of 50% and the
-# motion of 8% of clips). The DiT's 4x4 patch keeps a token at 16x16 pixels, as Wan's 2x2 patch on
-# an 8x latent does.
+# motion of 8% of clips).
 VAE_CONFIG: dict[str, Any] = {
     "base_dim": 16, "z_dim": 48, "dim_mult": [1, 2, 2], "num_res_blocks": 1, "attn_scales": [],
     "temperal_downsample": [True, True], "dropout": 0.0,
 }
-# diffusers WanTransformer3DModel shrunk: 4 heads of 32, 4 blocks; text_dim = MiniLM's 384.
+# diffusers WanTransformer3DModel shrunk: 4 heads of 32, 4 blocks; text_dim = MiniLM's 384. Wan's
+# own 2x2 patch: a token is 8x8 pixels here and 192 latent values, which a 128-wide residual stream
+# can nearly hold (a 4x4 patch is 768 values; MODEL_CARD.md, "Why the DiT fails, and what was tried").
 DIT_CONFIG: dict[str, Any] = {
-    "patch_size": [1, 4, 4], "num_attention_heads": 4, "attention_head_dim": 32,
+    "patch_size": [1, 2, 2], "num_attention_heads": 4, "attention_head_dim": 32,
     "in_channels": VAE_CONFIG["z_dim"], "out_channels": VAE_CONFIG["z_dim"], "text_dim": 384,
     "freq_dim": 256, "ffn_dim": 512, "num_layers": 4, "cross_attn_norm": True,
     "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": None, "added_kv_proj_dim": None,
     "rope_max_seq_len": 1024, "pos_embed_seq_len": None,
 }
+# Training runs in two stages of the same network: "coarse" on 4x4 patches (4x fewer tokens, so
+# text, timestep and layout are learnt cheaply), then "fine" on the 2x2 patches above, started from
+# the coarse weights with the patch embedding and output projection resampled (FlexiViT-style).
+COARSE_PATCH = [1, 4, 4]
+COARSE_DIT_FILE = RUNS / "dit" / "coarse_dit.safetensors"
 # What the DiT's output means (diffusers' prediction_type names): "flow_prediction", the velocity
 # noise - x0, as every Wan release; or "sample", the clean latent x0, which the engine's WanDiT
 # turns into the sampler's velocity. "sample" was tried because the 128-wide residual stream cannot

@@ -1,6 +1,7 @@
 """Train the reelgraph-tiny DiT (a small diffusers WanTransformer3DModel) with flow matching.
 
-    .venv/bin/python -m training.train_dit --minutes 25
+    .venv/bin/python -m training.train_dit --stage coarse --steps 12000 --batch 16 --minutes 45
+    .venv/bin/python -m training.train_dit --stage fine --steps 13000 --batch 8 --minutes 95
 
 Needs the trained VAE (training.train_vae). The first run prepares the data once: it renders
 `--clips` procedural clips (training.data), encodes them with the exported VAE through
@@ -8,8 +9,14 @@ Needs the trained VAE (training.train_vae). The first run prepares the data once
 caption with the bundled all-MiniLM-L6-v2 through `engine.models.text_encoders` (token states, as
 TextEncode gives them); both are cached in training/runs/dit/data.pt, with the VAE file's sha256 so
 a retrained VAE (or another `--clips`) encodes them again. Seeded and resumable like the
-VAE script; at the end it exports resources/models/diffusion_models/reelgraph-tiny_dit.safetensors
-(diffusers layout, the EMA weights, config in the metadata).
+VAE script.
+
+Two stages train one network (training.common): "coarse" on 4x4 patches, 80 tokens a 17-frame
+64x64 clip, exporting training/runs/dit/coarse_dit.safetensors; then "fine" on the bundled 2x2
+patches (320 tokens), started from the coarse weights, exporting
+resources/models/diffusion_models/reelgraph-tiny_dit.safetensors (diffusers layout, the EMA weights,
+config in the metadata). The blocks, text and time embeddings carry over unchanged; the patch
+embedding and output projection are resampled (`coarse_to_fine`).
 
 Frame conditioning is trained the way engine.sampling drives a model with `frame_timesteps`
 (Wan 2.2 TI2V style, which this 48-channel model is detected as): each item draws a mask of known
@@ -33,8 +40,9 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from training.common import (DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS, VAE_FILE, X0_WEIGHT_FLOOR, Log,
-                             export_safetensors, load_checkpoint, save_checkpoint)
+from training.common import (COARSE_DIT_FILE, COARSE_PATCH, DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS,
+                             VAE_FILE, X0_WEIGHT_FLOOR, Log, export_safetensors, load_checkpoint,
+                             save_checkpoint)
 from training.data import render, training_spec
 
 TEXT_TOKENS = 32  # stored token states per caption (captions are ~11 tokens)
@@ -116,9 +124,9 @@ def make_batch(data: dict, rng: random.Random, batch: int) -> tuple[torch.Tensor
     return x0, ctx, mask
 
 
-def token_timesteps(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def token_timesteps(t: torch.Tensor, x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
     """(B, T') per-frame timesteps -> (B, tokens), as engine.models.wan_dit.WanDiT does."""
-    ph, pw = DIT_CONFIG["patch_size"][1:]
+    ph, pw = patch[1:]
     per_frame = (x.shape[3] // ph) * (x.shape[4] // pw)
     return t.repeat_interleave(per_frame, dim=1)
 
@@ -140,7 +148,8 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
     xs = torch.where(known, x0, (1 - sv) * x0 + sv * noise)  # known frames clean
     t = (1000.0 * s)[:, None] * (1.0 - mask)  # (B, T'): known frames at timestep 0
     dev = next(model.parameters()).device
-    out = model(hidden_states=xs.to(dev), timestep=token_timesteps(t, xs).to(dev),
+    patch = tuple(model.config.patch_size)
+    out = model(hidden_states=xs.to(dev), timestep=token_timesteps(t, xs, patch).to(dev),
                 encoder_hidden_states=ctx.to(dev), return_dict=False)[0].float().cpu()
     if DIT_PREDICTION == "sample":  # x0 error in velocity units, capped at low sigma (common.py)
         err = (out - x0).pow(2).mean(dim=(1, 3, 4)) / s.clamp(min=X0_WEIGHT_FLOOR).pow(2)[:, None]
@@ -152,11 +161,36 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
 
 # ---- main -------------------------------------------------------------------------------------
 
-def build_model() -> torch.nn.Module:
+def stage_config(stage: str) -> dict:
+    return dict(DIT_CONFIG, patch_size=COARSE_PATCH if stage == "coarse" else DIT_CONFIG["patch_size"])
+
+
+def build_model(config: dict) -> torch.nn.Module:
     from diffusers import WanTransformer3DModel
 
-    cfg = dict(DIT_CONFIG, patch_size=tuple(DIT_CONFIG["patch_size"]))
-    return WanTransformer3DModel(**cfg)
+    return WanTransformer3DModel(**dict(config, patch_size=tuple(config["patch_size"])))
+
+
+def coarse_to_fine(state: dict[str, torch.Tensor], coarse: list[int], fine: list[int]) -> dict[str, torch.Tensor]:
+    """Coarse-patch DiT weights -> fine-patch ones (same blocks, smaller patches).
+
+    The new patch embedding applied to a fine patch equals the old one applied to that patch
+    upsampled (nearest) to the coarse size: it sums the old kernel over each block of positions. The
+    new output projection writes each fine position as the mean of the coarse positions it covers.
+    """
+    f = coarse[1] // fine[1]
+    assert coarse[0] == fine[0] == 1 and coarse[1] == coarse[2] and fine[1] == fine[2] and f * fine[1] == coarse[1]
+    out = dict(state)
+    w = state["patch_embedding.weight"]  # (D, C, 1, P, P)
+    d, c, _, p, _ = w.shape
+    q = p // f
+    out["patch_embedding.weight"] = w.reshape(d, c, 1, q, f, q, f).sum(dim=(4, 6)).contiguous()
+    for name in ("proj_out.weight", "proj_out.bias"):  # rows ordered (p_t, p_h, p_w, C)
+        v = state[name]
+        rest = v.shape[1:]
+        v = v.reshape(q, f, q, f, -1, *rest).mean(dim=(1, 3))
+        out[name] = v.reshape(q * q * v.shape[2], *rest).contiguous()
+    return out
 
 
 def vae_identity() -> str:
@@ -166,17 +200,20 @@ def vae_identity() -> str:
     return file_sha256(VAE_FILE)
 
 
-def export(ema: torch.nn.Module, log: Log, step: int) -> None:
-    config = {**DIT_CONFIG, "prediction_type": DIT_PREDICTION}  # the engine's loader reads both
-    export_safetensors(DIT_FILE, ema.state_dict(), config, {"step": str(step)})
-    log(f"exported {DIT_FILE} (step {step})")
+def export(ema: torch.nn.Module, config: dict, stage: str, log: Log, step: int) -> None:
+    path = COARSE_DIT_FILE if stage == "coarse" else DIT_FILE
+    config = {**config, "prediction_type": DIT_PREDICTION}  # the engine's loader reads both
+    export_safetensors(path, ema.state_dict(), config, {"step": str(step), "stage": stage})
+    log(f"exported {path} (step {step})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--stage", choices=("coarse", "fine"), default="fine",
+                    help="coarse: 4x4 patches from scratch; fine: the bundled 2x2 patches from coarse")
+    ap.add_argument("--steps", type=int, default=13000)
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--clips", type=int, default=2400, help="training clips encoded once")
     ap.add_argument("--seed", type=int, default=0)
@@ -188,9 +225,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = RUNS / "dit"
+    run = RUNS / ("dit" if args.stage == "coarse" else "dit_fine")
     log = Log(run / "log.txt")
-    data_file = run / "data.pt"
+    data_file = RUNS / "dit" / "data.pt"  # shared by both stages
     vae_id = vae_identity()
     data = torch.load(data_file, weights_only=True) if data_file.is_file() else None
     if data is not None and (data.get("vae") != vae_id
@@ -202,11 +239,20 @@ def main() -> None:
         data["vae"] = vae_id
         save_checkpoint(data_file, **data)
     torch.manual_seed(args.seed)
-    model = build_model().to(args.device).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    config = stage_config(args.stage)
+    model = build_model(config)
     step = 0
     ckpt = load_checkpoint(run / "last.pt")
+    if ckpt is None and args.stage == "fine":
+        if not COARSE_DIT_FILE.is_file():
+            raise SystemExit(f"{COARSE_DIT_FILE} is missing: run the coarse stage first (--stage coarse)")
+        from safetensors.torch import load_file
+
+        model.load_state_dict(coarse_to_fine(load_file(COARSE_DIT_FILE), COARSE_PATCH, config["patch_size"]))
+        log(f"started from the coarse weights {COARSE_DIT_FILE}")
+    model = model.to(args.device).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -239,10 +285,10 @@ def main() -> None:
             save_checkpoint(run / "last.pt", model=model.state_dict(), ema=ema.state_dict(),
                             opt=opt.state_dict(), step=step)
         if step % args.export_every == 0:
-            export(ema, log, step)
+            export(ema, config, args.stage, log, step)
     save_checkpoint(run / "last.pt", model=model.state_dict(), ema=ema.state_dict(),
                     opt=opt.state_dict(), step=step)
-    export(ema, log, step)
+    export(ema, config, args.stage, log, step)
 
 
 if __name__ == "__main__":
