@@ -54,7 +54,7 @@ def test_bundled_weights_load_as_a_wan_ti2v_model() -> None:
     assert dit.info.family == "wan2.2-ti2v" and dit.frame_timesteps  # known frames clean at t=0
     assert dit.text_dim == 384 and dit.in_channels == vae.grid.channels == 48
     assert (vae.grid.temporal, vae.grid.spatial) == (4, 4)  # 4x, not 8x: MODEL_CARD.md
-    assert dit.patch_size == (1, 4, 4)  # so a token is still 16x16 pixels
+    assert dit.patch_size == (1, 2, 2)  # as in Wan; a token is 8x8 pixels here
     total = sum(p.stat().st_size for p in MODELS.rglob("*.safetensors"))
     assert total < 50 * 2**20
     # the VAE reconstructs a training-style clip closely (flat colours, sharp enough edges)

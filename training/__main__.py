@@ -1,12 +1,14 @@
 """Train reelgraph-tiny from scratch, then evaluate it: the one command behind the bundled weights.
 
-    .venv/bin/python -m training [--vae-minutes 27] [--dit-minutes 45] [--threads 2]
+    .venv/bin/python -m training [--fresh] [--threads 2]
 
 Runs, each in its own process and each resumable (run the command again to continue):
-1. training.train_vae  -> resources/models/vae/reelgraph-tiny_vae.safetensors
-2. training.train_dit  -> resources/models/diffusion_models/reelgraph-tiny_dit.safetensors
+1. training.train_vae                -> resources/models/vae/reelgraph-tiny_vae.safetensors
+2. training.train_dit --stage coarse -> training/runs/dit/coarse_dit.safetensors, 4x4 patches
    (it encodes its clips with the VAE of step 1 once, into training/runs/dit/data.pt)
-3. training.evaluate   -> the held-out figures, also written to training/runs/eval.json
+3. training.train_dit --stage fine   -> resources/models/diffusion_models/reelgraph-tiny_dit.safetensors,
+   the bundled 2x2 patches, started from step 2's weights
+4. training.evaluate                 -> the held-out figures, also written to training/runs/eval.json
 
 The defaults are the bundled weights' recipe in one schedule per network (the bundled weights came
 from a few resumed runs with the same data and losses; MODEL_CARD.md lists them). Step counts fix
@@ -34,23 +36,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vae-steps", type=int, default=3750)
     ap.add_argument("--vae-minutes", type=float, default=80.0)
-    ap.add_argument("--dit-steps", type=int, default=12000)
-    ap.add_argument("--dit-minutes", type=float, default=45.0)
+    ap.add_argument("--coarse-steps", type=int, default=12000)
+    ap.add_argument("--coarse-minutes", type=float, default=45.0)
+    ap.add_argument("--fine-steps", type=int, default=16000)
+    ap.add_argument("--fine-minutes", type=float, default=120.0)
     ap.add_argument("--clips", type=int, default=2400, help="DiT training clips, encoded once")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--fresh", action="store_true", help="move training/runs/{vae,dit} aside first")
+    ap.add_argument("--fresh", action="store_true", help="move training/runs/{vae,dit,dit_fine} aside first")
     ap.add_argument("--skip-eval", action="store_true")
     args = ap.parse_args()
     if args.fresh:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for name in ("vae", "dit"):
+        for name in ("vae", "dit", "dit_fine"):
             if (RUNS / name).exists():
                 (RUNS / name).rename(RUNS / f"{name}-old-{stamp}")
     threads = ["--threads", str(args.threads)]
     stage(["training.train_vae", "--steps", str(args.vae_steps), "--minutes", str(args.vae_minutes),
            "--lr", "2e-4", *threads])
-    stage(["training.train_dit", "--steps", str(args.dit_steps), "--minutes", str(args.dit_minutes),
-           "--clips", str(args.clips), *threads])
+    stage(["training.train_dit", "--stage", "coarse", "--steps", str(args.coarse_steps), "--batch", "16",
+           "--minutes", str(args.coarse_minutes), "--clips", str(args.clips), *threads])
+    stage(["training.train_dit", "--stage", "fine", "--steps", str(args.fine_steps), "--batch", "8",
+           "--minutes", str(args.fine_minutes), "--clips", str(args.clips), "--export-every", "1000",
+           *threads])
     if not args.skip_eval:
         stage(["training.evaluate", "--json", str(RUNS / "eval.json")])
 
