@@ -1,7 +1,7 @@
 """Train the reelgraph-tiny DiT (a small diffusers WanTransformer3DModel) with flow matching.
 
     .venv/bin/python -m training.train_dit --stage coarse --steps 12000 --batch 16 --minutes 45
-    .venv/bin/python -m training.train_dit --stage fine --steps 13000 --batch 8 --minutes 95
+    .venv/bin/python -m training.train_dit --stage fine --steps 16000 --batch 8 --minutes 120 --export-every 1000
 
 Needs the trained VAE (training.train_vae). The first run prepares the data once: it renders
 `--clips` procedural clips (training.data), encodes them with the exported VAE through
