@@ -147,12 +147,15 @@ def shape_coverage(shape: str, width: int, height: int, x: float, y: float, r: f
     return np.clip(0.5 - sdf, 0.0, 1.0).astype(np.float32)
 
 
+def coverage(spec: ClipSpec) -> np.ndarray:
+    """(T, H, W) float32: how much of each pixel the shape covers, frame by frame."""
+    return np.stack([shape_coverage(spec.shape, spec.width, spec.height, x, y, r)
+                     for x, y, r in trajectory(spec)])
+
+
 def render(spec: ClipSpec) -> np.ndarray:
     """The clip: (T, H, W, 3) float32 in [0, 1]."""
     fg = np.asarray(COLOURS[spec.colour], np.float32) / 255.0
     bg = np.asarray(BACKGROUNDS[spec.background], np.float32) / 255.0
-    frames = np.empty((spec.frames, spec.height, spec.width, 3), np.float32)
-    for t, (x, y, r) in enumerate(trajectory(spec)):
-        a = shape_coverage(spec.shape, spec.width, spec.height, x, y, r)[..., None]  # (H, W, 1)
-        frames[t] = bg * (1.0 - a) + fg * a
-    return frames
+    a = coverage(spec)[..., None]  # (T, H, W, 1)
+    return bg * (1.0 - a) + fg * a

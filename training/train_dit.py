@@ -43,11 +43,12 @@ import torch
 from training.common import (COARSE_DIT_FILE, COARSE_PATCH, DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS,
                              VAE_FILE, X0_WEIGHT_FLOOR, Log, export_safetensors, load_checkpoint,
                              save_checkpoint)
-from training.data import render, training_spec
+from training.data import coverage, render, training_spec
 
 TEXT_TOKENS = 32  # stored token states per caption (captions are ~11 tokens)
 PAD_LENGTHS = (32, 256)  # context lengths trained: LoadTextEncoder max_length 32, and MiniLM's own 256
 TRAIN_SHIFT = 3.0  # sigma sampling leans to high noise like the sampler's shifted schedule
+VAE_STRIDE = (4, 4)  # (temporal, spatial) compression of the bundled VAE (training.common.VAE_CONFIG)
 
 
 # ---- data preparation -------------------------------------------------------------------------
@@ -87,6 +88,34 @@ def prepare(clips: int, seed: int, log: Log) -> dict:
             "captions": "\n".join(captions)}
 
 
+def latent_object_mask(cover: np.ndarray) -> torch.Tensor:
+    """(T, H, W) pixel coverage -> (T', H', W') 0/1: latent cells that see the object.
+
+    A latent frame k > 0 covers pixel frames 4k-3 .. 4k (frame 0 is its own), a cell 4x4 pixels; the
+    mask is grown by one cell because the VAE's edge and corner detail lives next to the object too.
+    """
+    ts, ss = VAE_STRIDE
+    c = torch.from_numpy(cover > 0.05).float()
+    groups = [c[:1]] + [c[1 + ts * k:1 + ts * (k + 1)] for k in range((len(c) - 1) // ts)]
+    per_frame = torch.stack([g.amax(0) for g in groups])  # (T', H, W)
+    cells = torch.nn.functional.max_pool2d(per_frame[:, None], ss)  # (T', 1, H', W')
+    return torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)[:, 0]
+
+
+def object_masks(data: dict, clips: int, seed: int) -> dict[str, torch.Tensor]:
+    """Per cached latent, its (1, T', H', W') object mask, rendered again from the same specs."""
+    specs = [training_spec(seed * 1_000_003 + i) for i in range(clips)]
+    buckets: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(specs):  # the order prepare() stored them in
+        buckets[f"{s.frames}x{s.height}x{s.width}"].append(i)
+    out = {}
+    for key, ids in buckets.items():
+        masks = torch.stack([latent_object_mask(coverage(specs[i])) for i in ids])[:, None]
+        assert masks.shape[2:] == data["latents"][key].shape[2:], (key, masks.shape)
+        out[key] = masks.to(torch.uint8)
+    return out
+
+
 # ---- masks and batches ------------------------------------------------------------------------
 
 def draw_mask(rng: random.Random, frames: int) -> torch.Tensor:
@@ -121,7 +150,8 @@ def make_batch(data: dict, rng: random.Random, batch: int) -> tuple[torch.Tensor
     ctx = torch.zeros(batch, length, data["text"].shape[-1])
     ctx[:, :TEXT_TOKENS] = data["text"][labels].float()  # padded positions stay exactly 0
     mask = torch.stack([draw_mask(rng, x0.shape[2]) for _ in range(batch)])  # (B, T')
-    return x0, ctx, mask
+    objects = data["objects"][key][idx].float() if "objects" in data else None  # (B, 1, T', H', W')
+    return x0, ctx, mask, objects
 
 
 def token_timesteps(t: torch.Tensor, x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
@@ -139,7 +169,11 @@ def sample_sigmas(rng: torch.Generator, batch: int) -> torch.Tensor:
 
 
 def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
-            gen: torch.Generator) -> torch.Tensor:
+            gen: torch.Generator, objects: torch.Tensor | None = None,
+            object_weight: float = 0.0) -> torch.Tensor:
+    """Mean squared error over the unknown frames; with `objects`, latent cells that see the
+    object weigh 1 + object_weight (the shape's outline and track are a few percent of the cells,
+    so an unweighted loss spends the small network on the plain background)."""
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=gen)
     s = sample_sigmas(gen, b)  # (B,)
@@ -152,14 +186,21 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
     out = model(hidden_states=xs.to(dev), timestep=token_timesteps(t, xs, patch).to(dev),
                 encoder_hidden_states=ctx.to(dev), return_dict=False)[0].float().cpu()
     if DIT_PREDICTION == "sample":  # x0 error in velocity units, capped at low sigma (common.py)
-        err = (out - x0).pow(2).mean(dim=(1, 3, 4)) / s.clamp(min=X0_WEIGHT_FLOOR).pow(2)[:, None]
+        err = (out - x0).pow(2) / s.clamp(min=X0_WEIGHT_FLOOR).pow(2).view(b, 1, 1, 1, 1)
     else:
-        err = (out - (noise - x0)).pow(2).mean(dim=(1, 3, 4))  # (B, T')
-    weight = 1.0 - mask
-    return (err * weight).sum() / weight.sum().clamp(min=1.0)
+        err = (out - (noise - x0)).pow(2)  # (B, C, T', H', W')
+    weight = (1.0 - mask).view(b, 1, -1, 1, 1).expand(b, 1, *x0.shape[2:])
+    if objects is not None and object_weight:
+        weight = weight * (1.0 + object_weight * objects)
+    return (err.mean(dim=1, keepdim=True) * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 # ---- main -------------------------------------------------------------------------------------
+
+STAGES = ("coarse", "fine", "focus")
+STAGE_RUNS = {"coarse": "dit", "fine": "dit_fine", "focus": "dit_focus"}
+FOCUS_OBJECT_WEIGHT = 4.0
+
 
 def stage_config(stage: str) -> dict:
     return dict(DIT_CONFIG, patch_size=COARSE_PATCH if stage == "coarse" else DIT_CONFIG["patch_size"])
@@ -209,8 +250,9 @@ def export(ema: torch.nn.Module, config: dict, stage: str, log: Log, step: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stage", choices=("coarse", "fine"), default="fine",
-                    help="coarse: 4x4 patches from scratch; fine: the bundled 2x2 patches from coarse")
+    ap.add_argument("--stage", choices=STAGES, default="fine",
+                    help="coarse: 4x4 patches from scratch; fine: 2x2 patches from coarse; "
+                         "focus: fine continued with the object-weighted loss")
     ap.add_argument("--steps", type=int, default=16000)  # the fine stage; coarse is run with 12000
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=8)
@@ -221,11 +263,16 @@ def main() -> None:
     ap.add_argument("--export-every", type=int, default=500)
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--object-weight", type=float, default=None,
+                    help="extra loss weight of latent cells that see the object (default: 4 for the "
+                         "focus stage, 0 otherwise)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    object_weight = args.object_weight if args.object_weight is not None else (
+        FOCUS_OBJECT_WEIGHT if args.stage == "focus" else 0.0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = RUNS / ("dit" if args.stage == "coarse" else "dit_fine")
+    run = RUNS / STAGE_RUNS[args.stage]
     log = Log(run / "log.txt")
     data_file = RUNS / "dit" / "data.pt"  # shared by both stages
     vae_id = vae_identity()
@@ -238,6 +285,10 @@ def main() -> None:
         data = prepare(args.clips, args.seed, log)
         data["vae"] = vae_id
         save_checkpoint(data_file, **data)
+    if object_weight:
+        data["objects"] = object_masks(data, args.clips, args.seed)
+        share = sum(float(v.float().mean()) * len(v) for v in data["objects"].values()) / args.clips
+        log(f"object-weighted loss x{1 + object_weight:g} on {100 * share:.1f}% of the latent cells")
     torch.manual_seed(args.seed)
     config = stage_config(args.stage)
     model = build_model(config)
@@ -250,8 +301,18 @@ def main() -> None:
 
         model.load_state_dict(coarse_to_fine(load_file(COARSE_DIT_FILE), COARSE_PATCH, config["patch_size"]))
         log(f"started from the coarse weights {COARSE_DIT_FILE}")
+    warm_ema = None
+    if ckpt is None and args.stage == "focus":
+        fine = load_checkpoint(RUNS / STAGE_RUNS["fine"] / "last.pt")
+        if fine is None:
+            raise SystemExit("training/runs/dit_fine/last.pt is missing: run the fine stage first (--stage fine)")
+        model.load_state_dict(fine["model"])
+        warm_ema = fine["ema"]
+        log(f"started from the fine stage at its step {int(fine['step'])}")
     model = model.to(args.device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    if warm_ema is not None:
+        ema.load_state_dict(warm_ema)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -267,14 +328,15 @@ def main() -> None:
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x0, ctx, mask = make_batch(data, rng, args.batch)
-        loss = loss_fn(model, x0, ctx, mask, gen)
+        x0, ctx, mask, objects = make_batch(data, rng, args.batch)
+        loss = loss_fn(model, x0, ctx, mask, gen, objects, object_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        decay = min(args.ema, (1 + step) / (10 + step))  # short warm-up of the average
+        # a short warm-up of the average, except where it carries on from the fine stage's average
+        decay = args.ema if args.stage == "focus" else min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1.0 - decay)
