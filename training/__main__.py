@@ -6,9 +6,11 @@ Runs, each in its own process and each resumable (run the command again to conti
 1. training.train_vae                -> resources/models/vae/reelgraph-tiny_vae.safetensors
 2. training.train_dit --stage coarse -> training/runs/dit/coarse_dit.safetensors, 4x4 patches
    (it encodes its clips with the VAE of step 1 once, into training/runs/dit/data.pt)
-3. training.train_dit --stage fine   -> resources/models/diffusion_models/reelgraph-tiny_dit.safetensors,
-   the bundled 2x2 patches, started from step 2's weights
-4. training.evaluate                 -> the held-out figures, also written to training/runs/eval.json
+3. training.train_dit --stage fine   -> training/runs/dit_fine/last.pt, the bundled 2x2 patches,
+   started from step 2's weights (its exports are replaced by step 4's)
+4. training.train_dit --stage focus  -> resources/models/diffusion_models/reelgraph-tiny_dit.safetensors,
+   step 3's network trained on with the loss on the object's latent cells weighted 5x
+5. training.evaluate                 -> the held-out figures, also written to training/runs/eval.json
 
 The defaults are the bundled weights' recipe in one schedule per network (the bundled weights came
 from a few resumed runs with the same data and losses; MODEL_CARD.md lists them). Step counts fix
@@ -40,14 +42,17 @@ def main() -> None:
     ap.add_argument("--coarse-minutes", type=float, default=45.0)
     ap.add_argument("--fine-steps", type=int, default=16000)
     ap.add_argument("--fine-minutes", type=float, default=120.0)
+    ap.add_argument("--focus-steps", type=int, default=14000)
+    ap.add_argument("--focus-minutes", type=float, default=100.0)
     ap.add_argument("--clips", type=int, default=2400, help="DiT training clips, encoded once")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--fresh", action="store_true", help="move training/runs/{vae,dit,dit_fine} aside first")
+    ap.add_argument("--fresh", action="store_true",
+                    help="move training/runs/{vae,dit,dit_fine,dit_focus} aside first")
     ap.add_argument("--skip-eval", action="store_true")
     args = ap.parse_args()
     if args.fresh:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for name in ("vae", "dit", "dit_fine"):
+        for name in ("vae", "dit", "dit_fine", "dit_focus"):
             if (RUNS / name).exists():
                 (RUNS / name).rename(RUNS / f"{name}-old-{stamp}")
     threads = ["--threads", str(args.threads)]
@@ -58,6 +63,9 @@ def main() -> None:
     stage(["training.train_dit", "--stage", "fine", "--steps", str(args.fine_steps), "--batch", "8",
            "--minutes", str(args.fine_minutes), "--clips", str(args.clips), "--export-every", "1000",
            *threads])
+    stage(["training.train_dit", "--stage", "focus", "--steps", str(args.focus_steps), "--batch", "8",
+           "--lr", "1.5e-4", "--minutes", str(args.focus_minutes), "--clips", str(args.clips),
+           "--export-every", "1000", *threads])
     if not args.skip_eval:
         stage(["training.evaluate", "--json", str(RUNS / "eval.json")])
 

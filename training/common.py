@@ -43,9 +43,10 @@ DIT_CONFIG: dict[str, Any] = {
     "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "image_dim": None, "added_kv_proj_dim": None,
     "rope_max_seq_len": 1024, "pos_embed_seq_len": None,
 }
-# Training runs in two stages of the same network: "coarse" on 4x4 patches (4x fewer tokens, so
-# text, timestep and layout are learnt cheaply), then "fine" on the 2x2 patches above, started from
-# the coarse weights with the patch embedding and output projection resampled (FlexiViT-style).
+# Training runs in stages of the same network: "coarse" on 4x4 patches (4x fewer tokens, so text,
+# timestep and layout are learnt cheaply), then "fine" on the 2x2 patches above, started from the
+# coarse weights with the patch embedding and output projection resampled (FlexiViT-style), then
+# "focus", the same 2x2 network with the object's latent cells weighted up in the loss.
 COARSE_PATCH = [1, 4, 4]
 COARSE_DIT_FILE = RUNS / "dit" / "coarse_dit.safetensors"
 # What the DiT's output means (diffusers' prediction_type names): "flow_prediction", the velocity
