@@ -56,18 +56,25 @@ VAE_STRIDE = (4, 4)  # (temporal, spatial) compression of the bundled VAE (train
 
 # ---- data preparation -------------------------------------------------------------------------
 
+def bucketed_specs(clips: int, seed: int) -> tuple[list, dict[tuple[int, int, int], list[int]]]:
+    """The training clips' specs, and their indices grouped by (frames, height, width) in the
+    order data.pt stores them."""
+    specs = [training_spec(seed * 1_000_003 + i) for i in range(clips)]
+    buckets: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    for i, s in enumerate(specs):
+        buckets[(s.frames, s.height, s.width)].append(i)
+    return specs, buckets
+
+
 @torch.no_grad()
 def prepare(clips: int, seed: int, log: Log) -> dict:
     from engine.models.text_encoders import BUNDLED_MINILM, load_text_encoder, resolve_text_encoder
     from engine.models.wan_vae import load_vae
 
     vae = load_vae(VAE_FILE, device="cpu", compute_hash=False, offload=False)
-    specs = [training_spec(seed * 1_000_003 + i) for i in range(clips)]
+    specs, buckets = bucketed_specs(clips, seed)
     captions = sorted({s.caption for s in specs}) + [""]
     cap_index = {c: i for i, c in enumerate(captions)}
-    buckets: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    for i, s in enumerate(specs):
-        buckets[(s.frames, s.height, s.width)].append(i)
     latents, labels = {}, {}
     done, start = 0, time.time()
     for key, ids in buckets.items():
@@ -107,12 +114,10 @@ def latent_object_mask(cover: np.ndarray) -> torch.Tensor:
 
 def object_masks(data: dict, clips: int, seed: int) -> dict[str, torch.Tensor]:
     """Per cached latent, its (1, T', H', W') object mask, rendered again from the same specs."""
-    specs = [training_spec(seed * 1_000_003 + i) for i in range(clips)]
-    buckets: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(specs):  # the order prepare() stored them in
-        buckets[f"{s.frames}x{s.height}x{s.width}"].append(i)
+    specs, buckets = bucketed_specs(clips, seed)
     out = {}
-    for key, ids in buckets.items():
+    for (frames, height, width), ids in buckets.items():
+        key = f"{frames}x{height}x{width}"
         masks = torch.stack([latent_object_mask(coverage(specs[i])) for i in ids])[:, None]
         assert masks.shape[2:] == data["latents"][key].shape[2:], (key, masks.shape)
         out[key] = masks.to(torch.uint8)
