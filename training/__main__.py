@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from training.common import RUNS
+from training.common import RUNS, STAGE_RUNS
 
 
 def stage(args: list[str]) -> None:
@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.fresh:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for name in ("vae", "dit", "dit_fine", "dit_focus"):
+        for name in ("vae", *STAGE_RUNS.values()):
             if (RUNS / name).exists():
                 (RUNS / name).rename(RUNS / f"{name}-old-{stamp}")
     threads = ["--threads", str(args.threads)]

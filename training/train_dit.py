@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from training.common import (COARSE_DIT_FILE, COARSE_PATCH, DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS,
-                             VAE_FILE, X0_WEIGHT_FLOOR, Log, export_safetensors, load_checkpoint,
-                             save_checkpoint)
+                             STAGE_RUNS, VAE_FILE, X0_WEIGHT_FLOOR, Log, export_safetensors,
+                             load_checkpoint, save_checkpoint)
 from training.data import coverage, render, training_spec
 
 TEXT_TOKENS = 32  # stored token states per caption (captions are ~11 tokens)
@@ -205,8 +205,7 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
 
 # ---- main -------------------------------------------------------------------------------------
 
-STAGES = ("coarse", "fine", "focus")
-STAGE_RUNS = {"coarse": "dit", "fine": "dit_fine", "focus": "dit_focus"}
+STAGES = tuple(STAGE_RUNS)
 FOCUS_OBJECT_WEIGHT = 4.0
 
 
