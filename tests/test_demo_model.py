@@ -17,7 +17,7 @@ from engine.document import load_workflow
 from engine.models.paths import REPO_ROOT, default_model_paths
 from engine.recaption.builtin import builtin_caption
 from engine.runtime import make_executor
-from training.data import HELD_OUT, caption, random_spec, render, training_spec
+from training.data import HELD_OUT, caption, coverage, random_spec, render, training_spec
 from training.measure import measure
 
 MODELS = REPO_ROOT / "resources" / "models"
@@ -189,6 +189,24 @@ def test_object_mask_marks_the_latent_cells_that_see_the_shape() -> None:
     expected = torch.zeros(8, 8)
     expected[1:4, 4:7] = 1.0  # the cell and its ring
     assert torch.equal(mask[2], expected)
+    bare = latent_object_mask(cover, ring=False)  # the shape stage's cells: no ring
+    assert bare[2].sum() == 1 and bare[2, 2, 5] == 1
+
+
+def test_shape_difference_marks_what_tells_the_shapes_apart() -> None:
+    """The shape stage's extra loss weight: pixels that would change with another shape at the
+    same place and size -- a square's corners, a triangle's point -- but not the shared middle."""
+    from training.data import ClipSpec, shape_difference
+
+    square = ClipSpec("red", "square", "staying still", "black", frames=1, size=10.0, x0=32.0, y0=32.0)
+    diff = shape_difference(square)[0]
+    assert diff[32, 32] == 0.0  # the middle is covered by every shape
+    assert diff[40, 40] == pytest.approx(1.0)  # a corner (8 px from the centre on both axes)
+    assert diff[2, 2] == 0.0 and diff[60, 5] == 0.0  # far background is the same for all
+    tri = shape_difference(ClipSpec("red", "triangle", "staying still", "black", frames=1))[0]
+    assert tri[32 - 11, 32] == pytest.approx(1.0)  # the point, above where the others end
+    own = coverage(square)[0] > 0.5
+    assert 0.2 < (diff > 0.5).sum() / own.sum() < 0.8  # a rim of the shape, not all of it
 
 
 def test_object_masks_line_up_with_the_cached_latents_and_rendered_shapes() -> None:
@@ -249,3 +267,16 @@ def test_object_weight_leaves_the_loss_alone_without_objects_and_weighs_them_whe
     err = (out - (noise - x0)).pow(2).mean(dim=1, keepdim=True)
     cells = objects * (1.0 - known).view(2, 1, 3, 1, 1)
     assert loss(objects, 1e6) == pytest.approx(float((err * cells).sum() / cells.sum()), rel=1e-4)
+
+    # the shape stage's weight adds on top: zero cells change nothing, a huge weight isolates them
+    shapes = torch.zeros_like(objects)
+    shapes[..., 3, 1:3] = 1.0
+
+    def shaped(weight):
+        return loss_fn(model, x0, ctx, known, torch.Generator().manual_seed(1), objects, 4.0,
+                       shapes, weight).item()
+
+    assert loss_fn(model, x0, ctx, known, torch.Generator().manual_seed(1), objects, 4.0,
+                   torch.zeros_like(shapes), 8.0).item() == pytest.approx(loss(objects, 4.0), rel=1e-6)
+    cells = shapes * (1.0 - known).view(2, 1, 3, 1, 1)
+    assert shaped(1e6) == pytest.approx(float((err * cells).sum() / cells.sum()), rel=1e-4)

@@ -48,7 +48,7 @@ DIT_CONFIG: dict[str, Any] = {
 # coarse weights with the patch embedding and output projection resampled (FlexiViT-style), then
 # "focus", the same 2x2 network with the object's latent cells weighted up in the loss.
 COARSE_PATCH = [1, 4, 4]
-STAGE_RUNS = {"coarse": "dit", "fine": "dit_fine", "focus": "dit_focus"}  # run folders under RUNS
+STAGE_RUNS = {"coarse": "dit", "fine": "dit_fine", "focus": "dit_focus", "shape": "dit_shape"}  # run folders under RUNS
 COARSE_DIT_FILE = RUNS / "dit" / "coarse_dit.safetensors"
 # What the DiT's output means (diffusers' prediction_type names): "flow_prediction", the velocity
 # noise - x0, as every Wan release; or "sample", the clean latent x0, which the engine's WanDiT

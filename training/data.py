@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -151,6 +151,14 @@ def coverage(spec: ClipSpec) -> np.ndarray:
     """(T, H, W) float32: how much of each pixel the shape covers, frame by frame."""
     return np.stack([shape_coverage(spec.shape, spec.width, spec.height, x, y, r)
                      for x, y, r in trajectory(spec)])
+
+
+def shape_difference(spec: ClipSpec) -> np.ndarray:
+    """(T, H, W) float32: where the clip would change if its shape were another one of SHAPES
+    (same place, size and motion): the pixels that tell the caption's shape from the others."""
+    own = coverage(spec)
+    return np.max([np.abs(own - coverage(replace(spec, shape=other)))
+                   for other in SHAPES if other != spec.shape], axis=0)
 
 
 def render(spec: ClipSpec) -> np.ndarray:

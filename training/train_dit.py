@@ -46,7 +46,7 @@ import torch
 from training.common import (COARSE_DIT_FILE, COARSE_PATCH, DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS,
                              STAGE_RUNS, VAE_FILE, X0_WEIGHT_FLOOR, Log, export_safetensors,
                              load_checkpoint, save_checkpoint)
-from training.data import coverage, render, training_spec
+from training.data import coverage, render, shape_difference, training_spec
 
 TEXT_TOKENS = 32  # stored token states per caption (captions are ~11 tokens)
 PAD_LENGTHS = (32, 256)  # context lengths trained: LoadTextEncoder max_length 32, and MiniLM's own 256
@@ -98,27 +98,31 @@ def prepare(clips: int, seed: int, log: Log) -> dict:
             "captions": "\n".join(captions)}
 
 
-def latent_object_mask(cover: np.ndarray) -> torch.Tensor:
+def latent_object_mask(cover: np.ndarray, ring: bool = True) -> torch.Tensor:
     """(T, H, W) pixel coverage -> (T', H', W') 0/1: latent cells that see the object.
 
-    A latent frame k > 0 covers pixel frames 4k-3 .. 4k (frame 0 is its own), a cell 4x4 pixels; the
-    mask is grown by one cell because the VAE's edge and corner detail lives next to the object too.
+    A latent frame k > 0 covers pixel frames 4k-3 .. 4k (frame 0 is its own), a cell 4x4 pixels;
+    with `ring` the mask is grown by one cell because the VAE's edge and corner detail lives next to
+    the object too.
     """
     ts, ss = VAE_STRIDE
     c = torch.from_numpy(cover > 0.05).float()
     groups = [c[:1]] + [c[1 + ts * k:1 + ts * (k + 1)] for k in range((len(c) - 1) // ts)]
     per_frame = torch.stack([g.amax(0) for g in groups])  # (T', H, W)
     cells = torch.nn.functional.max_pool2d(per_frame[:, None], ss)  # (T', 1, H', W')
-    return torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)[:, 0]
+    if ring:
+        cells = torch.nn.functional.max_pool2d(cells, 3, stride=1, padding=1)
+    return cells[:, 0]
 
 
-def object_masks(data: dict, clips: int, seed: int) -> dict[str, torch.Tensor]:
-    """Per cached latent, its (1, T', H', W') object mask, rendered again from the same specs."""
+def object_masks(data: dict, clips: int, seed: int, pixels=coverage, ring: bool = True) -> dict[str, torch.Tensor]:
+    """Per cached latent, its (1, T', H', W') cell mask of `pixels(spec)` (by default the object),
+    rendered again from the same specs."""
     specs, buckets = bucketed_specs(clips, seed)
     out = {}
     for (frames, height, width), ids in buckets.items():
         key = f"{frames}x{height}x{width}"
-        masks = torch.stack([latent_object_mask(coverage(specs[i])) for i in ids])[:, None]
+        masks = torch.stack([latent_object_mask(pixels(specs[i]), ring) for i in ids])[:, None]
         assert masks.shape[2:] == data["latents"][key].shape[2:], (key, masks.shape)
         out[key] = masks.to(torch.uint8)
     return out
@@ -158,8 +162,10 @@ def make_batch(data: dict, rng: random.Random, batch: int) -> tuple[torch.Tensor
     ctx = torch.zeros(batch, length, data["text"].shape[-1])
     ctx[:, :TEXT_TOKENS] = data["text"][labels].float()  # padded positions stay exactly 0
     mask = torch.stack([draw_mask(rng, x0.shape[2]) for _ in range(batch)])  # (B, T')
-    objects = data["objects"][key][idx].float() if "objects" in data else None  # (B, 1, T', H', W')
-    return x0, ctx, mask, objects
+    # (B, 1, T', H', W') loss-weight masks, where the stage uses them
+    objects = data["objects"][key][idx].float() if "objects" in data else None
+    shapes = data["shapes"][key][idx].float() if "shapes" in data else None
+    return x0, ctx, mask, objects, shapes
 
 
 def token_timesteps(t: torch.Tensor, x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
@@ -178,10 +184,13 @@ def sample_sigmas(rng: torch.Generator, batch: int) -> torch.Tensor:
 
 def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
             gen: torch.Generator, objects: torch.Tensor | None = None,
-            object_weight: float = 0.0) -> torch.Tensor:
+            object_weight: float = 0.0, shapes: torch.Tensor | None = None,
+            shape_weight: float = 0.0) -> torch.Tensor:
     """Mean squared error over the unknown frames; with `objects`, latent cells that see the
     object weigh 1 + object_weight (the shape's outline and track are a few percent of the cells,
-    so an unweighted loss spends the small network on the plain background)."""
+    so an unweighted loss spends the small network on the plain background); with `shapes`, the
+    cells where another shape would differ weigh shape_weight more (corners, point, rounded
+    edges: the only cells where the caption's shape word changes the target)."""
     b = x0.shape[0]
     noise = torch.randn(x0.shape, generator=gen)
     s = sample_sigmas(gen, b)  # (B,)
@@ -200,13 +209,17 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
     weight = (1.0 - mask).view(b, 1, -1, 1, 1).expand(b, 1, *x0.shape[2:])
     if objects is not None and object_weight:
         weight = weight * (1.0 + object_weight * objects)
+    if shapes is not None and shape_weight:
+        weight = weight + (1.0 - mask).view(b, 1, -1, 1, 1) * shape_weight * shapes
     return (err.mean(dim=1, keepdim=True) * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 # ---- main -------------------------------------------------------------------------------------
 
 STAGES = tuple(STAGE_RUNS)
-FOCUS_OBJECT_WEIGHT = 4.0
+FOCUS_OBJECT_WEIGHT = 4.0  # the focus and shape stages
+SHAPE_WEIGHT = 8.0  # the shape stage
+WARM_START = {"focus": "fine", "shape": "focus"}  # stages that carry on from another's weights and EMA
 
 
 def stage_config(stage: str) -> dict:
@@ -259,7 +272,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stage", choices=STAGES, default="fine",
                     help="coarse: 4x4 patches from scratch; fine: 2x2 patches from coarse; "
-                         "focus: fine continued with the object-weighted loss")
+                         "focus: fine continued with the object-weighted loss; shape: focus "
+                         "continued with the cells that tell the shapes apart weighted up too")
     ap.add_argument("--steps", type=int, default=16000)  # the fine stage; coarse is run with 12000
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=8)
@@ -272,11 +286,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--object-weight", type=float, default=None,
                     help="extra loss weight of latent cells that see the object (default: 4 for the "
-                         "focus stage, 0 otherwise)")
+                         "focus and shape stages, 0 otherwise)")
+    ap.add_argument("--shape-weight", type=float, default=None,
+                    help="extra loss weight of latent cells where another shape would differ "
+                         "(default: 8 for the shape stage, 0 otherwise)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     object_weight = args.object_weight if args.object_weight is not None else (
-        FOCUS_OBJECT_WEIGHT if args.stage == "focus" else 0.0)
+        FOCUS_OBJECT_WEIGHT if args.stage in WARM_START else 0.0)
+    shape_weight = args.shape_weight if args.shape_weight is not None else (
+        SHAPE_WEIGHT if args.stage == "shape" else 0.0)
     if args.threads:
         torch.set_num_threads(args.threads)
     run = RUNS / STAGE_RUNS[args.stage]
@@ -296,6 +315,10 @@ def main() -> None:
         data["objects"] = object_masks(data, args.clips, args.seed)
         share = sum(float(v.float().mean()) * len(v) for v in data["objects"].values()) / args.clips
         log(f"object-weighted loss x{1 + object_weight:g} on {100 * share:.1f}% of the latent cells")
+    if shape_weight:
+        data["shapes"] = object_masks(data, args.clips, args.seed, pixels=shape_difference, ring=False)
+        share = sum(float(v.float().mean()) * len(v) for v in data["shapes"].values()) / args.clips
+        log(f"cells where another shape would differ weigh {shape_weight:g} more: {100 * share:.1f}% of the cells")
     torch.manual_seed(args.seed)
     config = stage_config(args.stage)
     model = build_model(config)
@@ -309,13 +332,15 @@ def main() -> None:
         model.load_state_dict(coarse_to_fine(load_file(COARSE_DIT_FILE), COARSE_PATCH, config["patch_size"]))
         log(f"started from the coarse weights {COARSE_DIT_FILE}")
     warm_ema = None
-    if ckpt is None and args.stage == "focus":
-        fine = load_checkpoint(RUNS / STAGE_RUNS["fine"] / "last.pt")
-        if fine is None:
-            raise SystemExit("training/runs/dit_fine/last.pt is missing: run the fine stage first (--stage fine)")
-        model.load_state_dict(fine["model"])
-        warm_ema = fine["ema"]
-        log(f"started from the fine stage at its step {int(fine['step'])}")
+    if ckpt is None and args.stage in WARM_START:
+        before = WARM_START[args.stage]
+        prev = load_checkpoint(RUNS / STAGE_RUNS[before] / "last.pt")
+        if prev is None:
+            raise SystemExit(f"training/runs/{STAGE_RUNS[before]}/last.pt is missing: run the {before} "
+                             f"stage first (--stage {before})")
+        model.load_state_dict(prev["model"])
+        warm_ema = prev["ema"]
+        log(f"started from the {before} stage at its step {int(prev['step'])}")
     model = model.to(args.device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     if warm_ema is not None:
@@ -335,15 +360,15 @@ def main() -> None:
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x0, ctx, mask, objects = make_batch(data, rng, args.batch)
-        loss = loss_fn(model, x0, ctx, mask, gen, objects, object_weight)
+        x0, ctx, mask, objects, shapes = make_batch(data, rng, args.batch)
+        loss = loss_fn(model, x0, ctx, mask, gen, objects, object_weight, shapes, shape_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         # a short warm-up of the average, except where it carries on from the fine stage's average
-        decay = args.ema if args.stage == "focus" else min(args.ema, (1 + step) / (10 + step))
+        decay = args.ema if args.stage in WARM_START else min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1.0 - decay)
