@@ -280,3 +280,82 @@ def test_object_weight_leaves_the_loss_alone_without_objects_and_weighs_them_whe
                    torch.zeros_like(shapes), 8.0).item() == pytest.approx(loss(objects, 4.0), rel=1e-6)
     cells = shapes * (1.0 - known).view(2, 1, 3, 1, 1)
     assert shaped(1e6) == pytest.approx(float((err * cells).sum() / cells.sum()), rel=1e-4)
+
+
+def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets() -> None:
+    """The shape stage's pair loss (training.train_dit.loss_fn, pair_weight): the halves of the
+    batch share noise and sigma; identical partners add nothing, different ones add the weighted
+    error of the prediction difference against the target difference, computed here by hand."""
+    from diffusers import WanTransformer3DModel
+
+    from training.train_dit import loss_fn, sample_sigmas
+
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
+                                  in_channels=4, out_channels=4, text_dim=8, freq_dim=16, ffn_dim=32,
+                                  num_layers=1)
+    a = torch.randn(2, 4, 3, 4, 4)
+    b = a.clone()
+    b[..., 1:, :2, :2] += 1.5  # the partner differs in a corner of the later frames
+    ctx = torch.randn(4, 5, 8)
+    known = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).repeat(2, 1)
+    captioned = torch.tensor([True, False, True, False])
+
+    def loss(x0, weight, context=ctx):
+        return loss_fn(model, x0, context, known, torch.Generator().manual_seed(1), pair_weight=weight,
+                       captioned=captioned).item()
+
+    same, same_ctx = torch.cat([a, a]), ctx[:2].repeat(2, 1, 1)
+    assert loss(same, 1.0, same_ctx) == pytest.approx(loss(same, 1e-9, same_ctx), rel=1e-6)
+    pair = torch.cat([a, b])
+    gen = torch.Generator().manual_seed(1)
+    noise = torch.randn(a.shape, generator=gen).repeat(2, 1, 1, 1, 1)
+    s = sample_sigmas(gen, 2).repeat(2).view(4, 1, 1, 1, 1)
+    xs = torch.where(known.view(4, 1, 3, 1, 1) > 0.5, pair, (1 - s) * pair + s * noise)
+    t = 1000.0 * s.view(4, 1) * (1.0 - known)
+    with torch.no_grad():
+        out = model(hidden_states=xs, timestep=t.repeat_interleave(4, dim=1), encoder_hidden_states=ctx,
+                    return_dict=False)[0]
+    target = noise - pair
+    plain_cells = (1.0 - known).view(4, 1, 3, 1, 1).expand(4, 1, 3, 4, 4)
+    plain = float(((out - target).pow(2).mean(1, keepdim=True) * plain_cells).sum() / plain_cells.sum())
+    diff = ((out[:2] - out[2:]) - (target[:2] - target[2:])).pow(2).mean(1, keepdim=True)
+    cells = plain_cells[:2] * captioned[:2].float().view(2, 1, 1, 1, 1)  # the uncaptioned pair is left out
+    expected = plain + 3.0 * float((diff * cells).sum() / cells.sum())
+    assert loss(pair, 3.0) == pytest.approx(expected, rel=1e-5)
+
+
+def test_shape_partner_batches_pair_each_clip_with_its_other_shape() -> None:
+    """make_batch with partners: the second half holds the first half's partners (other latents,
+    other caption), with the same frame mask and caption dropout; partner_spec changes only the
+    shape and never yields a held-out combination."""
+    import random
+
+    from training.data import partner_spec
+    from training.train_dit import make_batch
+
+    held = set(HELD_OUT)
+    for i in range(200):
+        spec = training_spec(i)
+        partner = partner_spec(spec)
+        assert partner.shape != spec.shape and partner.combo not in held
+        assert (partner.colour, partner.motion, partner.x0, partner.size) == (spec.colour, spec.motion, spec.x0, spec.size)
+
+    n = 6
+    data = {"latents": {"17x64x64": torch.randn(n, 4, 5, 4, 4)}, "labels": {"17x64x64": torch.arange(n) % 3},
+            "text": torch.randn(4, 32, 8),  # 3 captions + the empty one, last
+            "partners": {"latents": {"17x64x64": torch.randn(n, 4, 5, 4, 4)},
+                         "labels": {"17x64x64": torch.arange(n) % 2}, "text": torch.randn(2, 32, 8)}}
+    for seed in range(20):
+        x0, ctx, mask, objects, shapes, captioned = make_batch(data, random.Random(seed), 8)
+        assert x0.shape[0] == ctx.shape[0] == mask.shape[0] == captioned.shape[0] == 8
+        assert objects is None and shapes is None
+        assert torch.equal(mask[:4], mask[4:]) and torch.equal(captioned[:4], captioned[4:])
+        for j in range(4):
+            row = int(torch.nonzero((data["latents"]["17x64x64"] == x0[j]).flatten(1).all(1))[0])
+            assert torch.equal(x0[4 + j], data["partners"]["latents"]["17x64x64"][row])
+            if captioned[j]:
+                assert torch.equal(ctx[j, :32], data["text"][row % 3])
+                assert torch.equal(ctx[4 + j, :32], data["partners"]["text"][row % 2])
+            else:
+                assert torch.equal(ctx[j, :32], data["text"][3]) and torch.equal(ctx[4 + j, :32], data["text"][3])

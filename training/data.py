@@ -153,6 +153,18 @@ def coverage(spec: ClipSpec) -> np.ndarray:
                      for x, y, r in trajectory(spec)])
 
 
+def partner_spec(spec: ClipSpec) -> ClipSpec:
+    """The same clip with the next shape of SHAPES whose combination is not held out: a pair that
+    differs only in the shape (and its caption only in the shape word)."""
+    held = set(HELD_OUT)
+    i = SHAPES.index(spec.shape)
+    for other in (SHAPES[(i + 1) % 3], SHAPES[(i + 2) % 3]):
+        partner = replace(spec, shape=other)
+        if partner.combo not in held:
+            return partner
+    raise ValueError(f"every other shape of {spec.caption!r} is held out")
+
+
 def shape_difference(spec: ClipSpec) -> np.ndarray:
     """(T, H, W) float32: where the clip would change if its shape were another one of SHAPES
     (same place, size and motion): the pixels that tell the caption's shape from the others."""

@@ -46,7 +46,7 @@ import torch
 from training.common import (COARSE_DIT_FILE, COARSE_PATCH, DIT_CONFIG, DIT_FILE, DIT_PREDICTION, RUNS,
                              STAGE_RUNS, VAE_FILE, X0_WEIGHT_FLOOR, Log, export_safetensors,
                              load_checkpoint, save_checkpoint)
-from training.data import coverage, render, shape_difference, training_spec
+from training.data import coverage, partner_spec, render, shape_difference, training_spec
 
 TEXT_TOKENS = 32  # stored token states per caption (captions are ~11 tokens)
 PAD_LENGTHS = (32, 256)  # context lengths trained: LoadTextEncoder max_length 32, and MiniLM's own 256
@@ -86,16 +86,50 @@ def prepare(clips: int, seed: int, log: Log) -> dict:
             log(f"encoded {done}/{clips} clips ({time.time() - start:.0f}s)")
         latents[key] = torch.cat(zs)
         labels[key] = torch.tensor([cap_index[specs[i].caption] for i in ids])
+    embeds, masks = encode_captions(captions)
+    return {"latents": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in latents.items()},
+            "labels": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in labels.items()},
+            "text": embeds, "text_mask": masks, "captions": "\n".join(captions)}
+
+
+@torch.no_grad()
+def encode_captions(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """MiniLM token states (n, TEXT_TOKENS, 384) half and their masks, as TextEncode gives them."""
+    from engine.models.text_encoders import BUNDLED_MINILM, load_text_encoder, resolve_text_encoder
+
     enc = load_text_encoder(resolve_text_encoder(BUNDLED_MINILM), device="cpu", hash_weights=False)
     embeds, masks = [], []
     for j in range(0, len(captions), 64):
         e, m = enc.encode(captions[j:j + 64])  # (b, 256, 384), padded positions exactly 0
         embeds.append(e[:, :TEXT_TOKENS].half())
         masks.append(m[:, :TEXT_TOKENS])
-    return {"latents": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in latents.items()},
-            "labels": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in labels.items()},
-            "text": torch.cat(embeds), "text_mask": torch.cat(masks),
-            "captions": "\n".join(captions)}
+    return torch.cat(embeds), torch.cat(masks)
+
+
+@torch.no_grad()
+def prepare_partners(clips: int, seed: int, log: Log) -> dict:
+    """For every cached clip, in data.pt's order, its shape partner (training.data.partner_spec)
+    encoded the same way, with the partner captions' token states."""
+    from engine.models.wan_vae import load_vae
+
+    vae = load_vae(VAE_FILE, device="cpu", compute_hash=False, offload=False)
+    specs, buckets = bucketed_specs(clips, seed)
+    partners = {i: partner_spec(specs[i]) for i in range(clips)}
+    captions = sorted({p.caption for p in partners.values()})
+    cap_index = {c: i for i, c in enumerate(captions)}
+    latents, labels = {}, {}
+    done, start = 0, time.time()
+    for (frames, height, width), ids in buckets.items():
+        zs = []
+        for j in range(0, len(ids), 16):
+            zs.append(vae.encode(torch.from_numpy(np.stack([render(partners[i]) for i in ids[j:j + 16]]))).half())
+            done += len(ids[j:j + 16])
+            log(f"encoded {done}/{clips} shape partners ({time.time() - start:.0f}s)")
+        key = f"{frames}x{height}x{width}"
+        latents[key] = torch.cat(zs)
+        labels[key] = torch.tensor([cap_index[partners[i].caption] for i in ids])
+    embeds, _ = encode_captions(captions)
+    return {"latents": latents, "labels": labels, "text": embeds}
 
 
 def latent_object_mask(cover: np.ndarray, ring: bool = True) -> torch.Tensor:
@@ -115,10 +149,13 @@ def latent_object_mask(cover: np.ndarray, ring: bool = True) -> torch.Tensor:
     return cells[:, 0]
 
 
-def object_masks(data: dict, clips: int, seed: int, pixels=coverage, ring: bool = True) -> dict[str, torch.Tensor]:
+def object_masks(data: dict, clips: int, seed: int, pixels=coverage, ring: bool = True,
+                 partners: bool = False) -> dict[str, torch.Tensor]:
     """Per cached latent, its (1, T', H', W') cell mask of `pixels(spec)` (by default the object),
-    rendered again from the same specs."""
+    rendered again from the same specs (or, with `partners`, from their shape partners)."""
     specs, buckets = bucketed_specs(clips, seed)
+    if partners:
+        specs = [partner_spec(s) for s in specs]
     out = {}
     for (frames, height, width), ids in buckets.items():
         key = f"{frames}x{height}x{width}"
@@ -147,25 +184,38 @@ def draw_mask(rng: random.Random, frames: int) -> torch.Tensor:
 
 
 def make_batch(data: dict, rng: random.Random, batch: int) -> tuple[torch.Tensor, ...]:
+    """(x0, context, known-frame mask, object cells, shape cells, captioned). With shape partners
+    in `data`, the second half of the batch is the first half's partners, with the same frame mask
+    and the same caption dropout."""
     keys = list(data["latents"])
     weights = [len(data["latents"][k]) for k in keys]
     key = rng.choices(keys, weights=weights)[0]
     pool = data["latents"][key]
-    idx = [rng.randrange(len(pool)) for _ in range(batch)]
+    paired = "partners" in data
+    n = batch // 2 if paired else batch
+    idx = [rng.randrange(len(pool)) for _ in range(n)]
     x0 = pool[idx].float()  # (B, C, T', H', W')
-    labels = data["labels"][key][idx].clone()
-    empty = len(data["text"]) - 1  # the "" caption
-    for b in range(batch):
-        if rng.random() < 0.1:
-            labels[b] = empty
+    text = data["text"][data["labels"][key][idx]].float()
+    captioned = torch.tensor([rng.random() >= 0.1 for _ in range(n)])
     length = rng.choices(PAD_LENGTHS, weights=(0.8, 0.2))[0]
-    ctx = torch.zeros(batch, length, data["text"].shape[-1])
-    ctx[:, :TEXT_TOKENS] = data["text"][labels].float()  # padded positions stay exactly 0
-    mask = torch.stack([draw_mask(rng, x0.shape[2]) for _ in range(batch)])  # (B, T')
-    # (B, 1, T', H', W') loss-weight masks, where the stage uses them
-    objects = data["objects"][key][idx].float() if "objects" in data else None
-    shapes = data["shapes"][key][idx].float() if "shapes" in data else None
-    return x0, ctx, mask, objects, shapes
+    mask = torch.stack([draw_mask(rng, x0.shape[2]) for _ in range(n)])  # (B, T')
+
+    def cells(name: str, partner_name: str) -> torch.Tensor | None:
+        if name not in data:
+            return None
+        m = data[name][key][idx].float()
+        return torch.cat([m, data[partner_name][key][idx].float()]) if paired else m
+
+    objects, shapes = cells("objects", "partner_objects"), cells("shapes", "partner_shapes")
+    if paired:
+        p = data["partners"]
+        x0 = torch.cat([x0, p["latents"][key][idx].float()])
+        text = torch.cat([text, p["text"][p["labels"][key][idx]].float()])
+        captioned, mask = captioned.repeat(2), mask.repeat(2, 1)
+    text[~captioned] = data["text"][len(data["text"]) - 1].float()  # the "" caption
+    ctx = torch.zeros(len(x0), length, data["text"].shape[-1])
+    ctx[:, :TEXT_TOKENS] = text  # padded positions stay exactly 0
+    return x0, ctx, mask, objects, shapes, captioned
 
 
 def token_timesteps(t: torch.Tensor, x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
@@ -185,15 +235,28 @@ def sample_sigmas(rng: torch.Generator, batch: int) -> torch.Tensor:
 def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
             gen: torch.Generator, objects: torch.Tensor | None = None,
             object_weight: float = 0.0, shapes: torch.Tensor | None = None,
-            shape_weight: float = 0.0) -> torch.Tensor:
+            shape_weight: float = 0.0, pair_weight: float = 0.0,
+            captioned: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error over the unknown frames; with `objects`, latent cells that see the
     object weigh 1 + object_weight (the shape's outline and track are a few percent of the cells,
     so an unweighted loss spends the small network on the plain background); with `shapes`, the
     cells where another shape would differ weigh shape_weight more (corners, point, rounded
-    edges: the only cells where the caption's shape word changes the target)."""
+    edges: the only cells where the caption's shape word changes the target).
+
+    With `pair_weight` the batch's halves are shape partners (make_batch): they share noise and
+    sigma, so their inputs differ only by (1 - sigma) times the shapes' difference, and the
+    difference of the two predictions is also fitted to the difference of the targets (x0_B -
+    x0_A, noise-free) where both are captioned: a gradient that reaches the network only through
+    the shape word, which the plain loss gives too faintly for it to learn (it drew one blob for
+    every shape)."""
     b = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=gen)
-    s = sample_sigmas(gen, b)  # (B,)
+    if pair_weight:
+        h = b // 2
+        noise = torch.randn((h, *x0.shape[1:]), generator=gen).repeat(2, 1, 1, 1, 1)
+        s = sample_sigmas(gen, h).repeat(2)
+    else:
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sample_sigmas(gen, b)  # (B,)
     known = mask.view(b, 1, -1, 1, 1) > 0.5  # (B, 1, T', 1, 1)
     sv = s.view(b, 1, 1, 1, 1)
     xs = torch.where(known, x0, (1 - sv) * x0 + sv * noise)  # known frames clean
@@ -204,14 +267,25 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
                 encoder_hidden_states=ctx.to(dev), return_dict=False)[0].float().cpu()
     if DIT_PREDICTION == "sample":  # x0 error in velocity units, capped at low sigma (common.py)
         err = (out - x0).pow(2) / s.clamp(min=X0_WEIGHT_FLOOR).pow(2).view(b, 1, 1, 1, 1)
+        target = x0
     else:
-        err = (out - (noise - x0)).pow(2)  # (B, C, T', H', W')
+        target = noise - x0
+        err = (out - target).pow(2)  # (B, C, T', H', W')
     weight = (1.0 - mask).view(b, 1, -1, 1, 1).expand(b, 1, *x0.shape[2:])
     if objects is not None and object_weight:
         weight = weight * (1.0 + object_weight * objects)
     if shapes is not None and shape_weight:
         weight = weight + (1.0 - mask).view(b, 1, -1, 1, 1) * shape_weight * shapes
-    return (err.mean(dim=1, keepdim=True) * weight).sum() / weight.sum().clamp(min=1.0)
+    loss = (err.mean(dim=1, keepdim=True) * weight).sum() / weight.sum().clamp(min=1.0)
+    if pair_weight:
+        diff = ((out[:h] - out[h:]) - (target[:h] - target[h:])).pow(2).mean(dim=1, keepdim=True)
+        if DIT_PREDICTION == "sample":
+            diff = diff / s[:h].clamp(min=X0_WEIGHT_FLOOR).pow(2).view(h, 1, 1, 1, 1)
+        both = (weight[:h] + weight[h:]) / 2
+        if captioned is not None:
+            both = both * captioned[:h].float().view(h, 1, 1, 1, 1)
+        loss = loss + pair_weight * (diff * both).sum() / both.sum().clamp(min=1.0)
+    return loss
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -219,6 +293,7 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
 STAGES = tuple(STAGE_RUNS)
 FOCUS_OBJECT_WEIGHT = 4.0  # the focus and shape stages
 SHAPE_WEIGHT = 8.0  # the shape stage
+PAIR_WEIGHT = 1.0  # the shape stage
 WARM_START = {"focus": "fine", "shape": "focus"}  # stages that carry on from another's weights and EMA
 
 
@@ -290,12 +365,17 @@ def main() -> None:
     ap.add_argument("--shape-weight", type=float, default=None,
                     help="extra loss weight of latent cells where another shape would differ "
                          "(default: 8 for the shape stage, 0 otherwise)")
+    ap.add_argument("--pair-weight", type=float, default=None,
+                    help="weight of the shape-partner difference loss; half of every batch is the "
+                         "other half's shape partners (default: 1 for the shape stage, 0 otherwise)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     object_weight = args.object_weight if args.object_weight is not None else (
         FOCUS_OBJECT_WEIGHT if args.stage in WARM_START else 0.0)
     shape_weight = args.shape_weight if args.shape_weight is not None else (
         SHAPE_WEIGHT if args.stage == "shape" else 0.0)
+    pair_weight = args.pair_weight if args.pair_weight is not None else (
+        PAIR_WEIGHT if args.stage == "shape" else 0.0)
     if args.threads:
         torch.set_num_threads(args.threads)
     run = RUNS / STAGE_RUNS[args.stage]
@@ -311,12 +391,22 @@ def main() -> None:
         data = prepare(args.clips, args.seed, log)
         data["vae"] = vae_id
         save_checkpoint(data_file, **data)
+    if pair_weight and "partners" not in data:
+        data["partners"] = prepare_partners(args.clips, args.seed, log)
+        save_checkpoint(data_file, **data)
+    if not pair_weight:
+        data.pop("partners", None)
     if object_weight:
         data["objects"] = object_masks(data, args.clips, args.seed)
+        if pair_weight:
+            data["partner_objects"] = object_masks(data, args.clips, args.seed, partners=True)
         share = sum(float(v.float().mean()) * len(v) for v in data["objects"].values()) / args.clips
         log(f"object-weighted loss x{1 + object_weight:g} on {100 * share:.1f}% of the latent cells")
     if shape_weight:
         data["shapes"] = object_masks(data, args.clips, args.seed, pixels=shape_difference, ring=False)
+        if pair_weight:
+            data["partner_shapes"] = object_masks(data, args.clips, args.seed, pixels=shape_difference,
+                                                  ring=False, partners=True)
         share = sum(float(v.float().mean()) * len(v) for v in data["shapes"].values()) / args.clips
         log(f"cells where another shape would differ weigh {shape_weight:g} more: {100 * share:.1f}% of the cells")
     torch.manual_seed(args.seed)
@@ -360,8 +450,9 @@ def main() -> None:
         lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x0, ctx, mask, objects, shapes = make_batch(data, rng, args.batch)
-        loss = loss_fn(model, x0, ctx, mask, gen, objects, object_weight, shapes, shape_weight)
+        x0, ctx, mask, objects, shapes, captioned = make_batch(data, rng, args.batch)
+        loss = loss_fn(model, x0, ctx, mask, gen, objects, object_weight, shapes, shape_weight,
+                       pair_weight, captioned)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
