@@ -282,13 +282,15 @@ def test_object_weight_leaves_the_loss_alone_without_objects_and_weighs_them_whe
     assert shaped(1e6) == pytest.approx(float((err * cells).sum() / cells.sum()), rel=1e-4)
 
 
-def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets() -> None:
+# generator seed 2 draws both pairs' sigmas in the band, seed 1 only the second one's
+@pytest.mark.parametrize("seed, captioned", [(2, [True, False]), (1, [True, True])])
+def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets(seed: int, captioned: list[bool]) -> None:
     """The shape stage's pair loss (training.train_dit.loss_fn, pair_weight): the halves of the
     batch share noise and sigma; identical partners add nothing, different ones add the weighted
     error of the prediction difference against the target difference, computed here by hand."""
     from diffusers import WanTransformer3DModel
 
-    from training.train_dit import loss_fn, sample_sigmas
+    from training.train_dit import PAIR_SIGMAS, loss_fn, pair_sigmas
 
     torch.manual_seed(0)
     model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
@@ -299,18 +301,18 @@ def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets() -> No
     b[..., 1:, :2, :2] += 1.5  # the partner differs in a corner of the later frames
     ctx = torch.randn(4, 5, 8)
     known = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).repeat(2, 1)
-    captioned = torch.tensor([True, False, True, False])
+    captioned = torch.tensor(captioned * 2)
 
     def loss(x0, weight, context=ctx):
-        return loss_fn(model, x0, context, known, torch.Generator().manual_seed(1), pair_weight=weight,
+        return loss_fn(model, x0, context, known, torch.Generator().manual_seed(seed), pair_weight=weight,
                        captioned=captioned).item()
 
     same, same_ctx = torch.cat([a, a]), ctx[:2].repeat(2, 1, 1)
     assert loss(same, 1.0, same_ctx) == pytest.approx(loss(same, 1e-9, same_ctx), rel=1e-6)
     pair = torch.cat([a, b])
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(a.shape, generator=gen).repeat(2, 1, 1, 1, 1)
-    s = sample_sigmas(gen, 2).repeat(2).view(4, 1, 1, 1, 1)
+    s = pair_sigmas(gen, 2).repeat(2).view(4, 1, 1, 1, 1)
     xs = torch.where(known.view(4, 1, 3, 1, 1) > 0.5, pair, (1 - s) * pair + s * noise)
     t = 1000.0 * s.view(4, 1) * (1.0 - known)
     with torch.no_grad():
@@ -320,8 +322,11 @@ def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets() -> No
     plain_cells = (1.0 - known).view(4, 1, 3, 1, 1).expand(4, 1, 3, 4, 4)
     plain = float(((out - target).pow(2).mean(1, keepdim=True) * plain_cells).sum() / plain_cells.sum())
     diff = ((out[:2] - out[2:]) - (target[:2] - target[2:])).pow(2).mean(1, keepdim=True)
-    cells = plain_cells[:2] * captioned[:2].float().view(2, 1, 1, 1, 1)  # the uncaptioned pair is left out
+    # the pair loss counts where both are captioned and sigma is in the band
+    cells = plain_cells[:2] * captioned[:2].float().view(2, 1, 1, 1, 1)
+    cells = cells * (s[:2] >= PAIR_SIGMAS[0]).float()
     expected = plain + 3.0 * float((diff * cells).sum() / cells.sum())
+    assert cells.sum() > 0  # one pair counts, the other is left out (no caption / sigma too low)
     assert loss(pair, 3.0) == pytest.approx(expected, rel=1e-5)
 
 

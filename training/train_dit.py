@@ -232,6 +232,21 @@ def sample_sigmas(rng: torch.Generator, batch: int) -> torch.Tensor:
     return torch.where(pick, shifted, u).clamp(1e-3, 1.0)
 
 
+# The sigma band where the object's place is already set but its outline cannot yet be read from the
+# input, so only the caption can tell the shape: half of the shape partners are drawn from it, and
+# the pair loss counts there only (below it the network can read the shape off the input instead,
+# which it already does).
+PAIR_SIGMAS = (0.75, 1.0)
+
+
+def pair_sigmas(rng: torch.Generator, pairs: int) -> torch.Tensor:
+    """(pairs,) sigmas: half from sample_sigmas, half uniform in PAIR_SIGMAS."""
+    usual = sample_sigmas(rng, pairs)
+    lo, hi = PAIR_SIGMAS
+    band = lo + (hi - lo) * torch.rand(pairs, generator=rng)
+    return torch.where(torch.rand(pairs, generator=rng) < 0.5, band, usual)
+
+
 def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor,
             gen: torch.Generator, objects: torch.Tensor | None = None,
             object_weight: float = 0.0, shapes: torch.Tensor | None = None,
@@ -246,14 +261,14 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
     With `pair_weight` the batch's halves are shape partners (make_batch): they share noise and
     sigma, so their inputs differ only by (1 - sigma) times the shapes' difference, and the
     difference of the two predictions is also fitted to the difference of the targets (x0_B -
-    x0_A, noise-free) where both are captioned: a gradient that reaches the network only through
-    the shape word, which the plain loss gives too faintly for it to learn (it drew one blob for
-    every shape)."""
+    x0_A, noise-free) where both are captioned and sigma is in PAIR_SIGMAS: a gradient that reaches
+    the network only through the shape word, which the plain loss gives too faintly for it to learn
+    (it drew one blob for every shape)."""
     b = x0.shape[0]
     if pair_weight:
         h = b // 2
         noise = torch.randn((h, *x0.shape[1:]), generator=gen).repeat(2, 1, 1, 1, 1)
-        s = sample_sigmas(gen, h).repeat(2)
+        s = pair_sigmas(gen, h).repeat(2)
     else:
         noise = torch.randn(x0.shape, generator=gen)
         s = sample_sigmas(gen, b)  # (B,)
@@ -281,7 +296,7 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
         diff = ((out[:h] - out[h:]) - (target[:h] - target[h:])).pow(2).mean(dim=1, keepdim=True)
         if DIT_PREDICTION == "sample":
             diff = diff / s[:h].clamp(min=X0_WEIGHT_FLOOR).pow(2).view(h, 1, 1, 1, 1)
-        both = (weight[:h] + weight[h:]) / 2
+        both = (weight[:h] + weight[h:]) / 2 * (s[:h] >= PAIR_SIGMAS[0]).float().view(h, 1, 1, 1, 1)
         if captioned is not None:
             both = both * captioned[:h].float().view(h, 1, 1, 1, 1)
         loss = loss + pair_weight * (diff * both).sum() / both.sum().clamp(min=1.0)
@@ -293,7 +308,7 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
 STAGES = tuple(STAGE_RUNS)
 FOCUS_OBJECT_WEIGHT = 4.0  # the focus and shape stages
 SHAPE_WEIGHT = 8.0  # the shape stage
-PAIR_WEIGHT = 1.0  # the shape stage
+PAIR_WEIGHT = 2.0  # the shape stage
 WARM_START = {"focus": "fine", "shape": "focus"}  # stages that carry on from another's weights and EMA
 
 
@@ -367,7 +382,7 @@ def main() -> None:
                          "(default: 8 for the shape stage, 0 otherwise)")
     ap.add_argument("--pair-weight", type=float, default=None,
                     help="weight of the shape-partner difference loss; half of every batch is the "
-                         "other half's shape partners (default: 1 for the shape stage, 0 otherwise)")
+                         "other half's shape partners (default: 2 for the shape stage, 0 otherwise)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     object_weight = args.object_weight if args.object_weight is not None else (
