@@ -286,8 +286,9 @@ def test_object_weight_leaves_the_loss_alone_without_objects_and_weighs_them_whe
 @pytest.mark.parametrize("seed, captioned", [(2, [True, False]), (1, [True, True])])
 def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets(seed: int, captioned: list[bool]) -> None:
     """The shape stage's pair loss (training.train_dit.loss_fn, pair_weight): the halves of the
-    batch share noise and sigma; identical partners add nothing, different ones add the weighted
-    error of the prediction difference against the target difference, computed here by hand."""
+    batch share noise and sigma, and in the sigma band a partner takes its pair's noisy input;
+    identical partners add nothing, different ones add the weighted error of the prediction
+    difference against the target difference, computed here by hand."""
     from diffusers import WanTransformer3DModel
 
     from training.train_dit import PAIR_SIGMAS, loss_fn, pair_sigmas
@@ -313,7 +314,10 @@ def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets(seed: i
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(a.shape, generator=gen).repeat(2, 1, 1, 1, 1)
     s = pair_sigmas(gen, 2).repeat(2).view(4, 1, 1, 1, 1)
-    xs = torch.where(known.view(4, 1, 3, 1, 1) > 0.5, pair, (1 - s) * pair + s * noise)
+    noisy = (1 - s) * pair + s * noise
+    in_band = (s[:2] >= PAIR_SIGMAS[0]).view(2, 1, 1, 1, 1)
+    noisy[2:] = torch.where(in_band, noisy[:2], noisy[2:])  # in the band the partner gets its pair's input
+    xs = torch.where(known.view(4, 1, 3, 1, 1) > 0.5, pair, noisy)
     t = 1000.0 * s.view(4, 1) * (1.0 - known)
     with torch.no_grad():
         out = model(hidden_states=xs, timestep=t.repeat_interleave(4, dim=1), encoder_hidden_states=ctx,

@@ -258,12 +258,14 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
     cells where another shape would differ weigh shape_weight more (corners, point, rounded
     edges: the only cells where the caption's shape word changes the target).
 
-    With `pair_weight` the batch's halves are shape partners (make_batch): they share noise and
-    sigma, so their inputs differ only by (1 - sigma) times the shapes' difference, and the
-    difference of the two predictions is also fitted to the difference of the targets (x0_B -
-    x0_A, noise-free) where both are captioned and sigma is in PAIR_SIGMAS: a gradient that reaches
-    the network only through the shape word, which the plain loss gives too faintly for it to learn
-    (it drew one blob for every shape)."""
+    With `pair_weight` the batch's halves are shape partners (make_batch) sharing noise and sigma.
+    Where sigma is in PAIR_SIGMAS the partner gets its pair's noisy frames as its input (the two
+    differ only in the caption and in known frames; at these sigmas the clips' own inputs would
+    differ by at most a quarter of the shapes' difference), and the difference of the two
+    predictions is also fitted to the difference of the targets (x0_B - x0_A, noise-free) where
+    both are captioned: a gradient that reaches the network only through the shape word. The plain
+    loss gives it too faintly (the network drew one blob for every shape), and partners with their
+    own inputs let the network fit the difference from the input instead."""
     b = x0.shape[0]
     if pair_weight:
         h = b // 2
@@ -274,7 +276,11 @@ def loss_fn(model: torch.nn.Module, x0: torch.Tensor, ctx: torch.Tensor, mask: t
         s = sample_sigmas(gen, b)  # (B,)
     known = mask.view(b, 1, -1, 1, 1) > 0.5  # (B, 1, T', 1, 1)
     sv = s.view(b, 1, 1, 1, 1)
-    xs = torch.where(known, x0, (1 - sv) * x0 + sv * noise)  # known frames clean
+    noisy = (1 - sv) * x0 + sv * noise
+    if pair_weight:  # in the band, a partner gets the very input of its pair: only the caption differs
+        band = (s[:h] >= PAIR_SIGMAS[0]).view(h, 1, 1, 1, 1)
+        noisy = torch.cat([noisy[:h], torch.where(band, noisy[:h], noisy[h:])])
+    xs = torch.where(known, x0, noisy)  # known frames clean
     t = (1000.0 * s)[:, None] * (1.0 - mask)  # (B, T'): known frames at timestep 0
     dev = next(model.parameters()).device
     patch = tuple(model.config.patch_size)
