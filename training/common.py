@@ -46,7 +46,8 @@ DIT_CONFIG: dict[str, Any] = {
 # Training runs in stages of the same network: "coarse" on 4x4 patches (4x fewer tokens, so text,
 # timestep and layout are learnt cheaply), then "fine" on the 2x2 patches above, started from the
 # coarse weights with the patch embedding and output projection resampled (FlexiViT-style), then
-# "focus", the same 2x2 network with the object's latent cells weighted up in the loss.
+# "focus", the same 2x2 network with the object's latent cells weighted up in the loss, then
+# "shape", which trains it on clips paired with their shape partners so the shape word counts.
 COARSE_PATCH = [1, 4, 4]
 STAGE_RUNS = {"coarse": "dit", "fine": "dit_fine", "focus": "dit_focus", "shape": "dit_shape"}  # run folders under RUNS
 COARSE_DIT_FILE = RUNS / "dit" / "coarse_dit.safetensors"

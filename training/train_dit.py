@@ -3,6 +3,7 @@
     .venv/bin/python -m training.train_dit --stage coarse --steps 12000 --batch 16 --minutes 45
     .venv/bin/python -m training.train_dit --stage fine --steps 16000 --batch 8 --minutes 120 --export-every 1000
     .venv/bin/python -m training.train_dit --stage focus --steps 14000 --lr 1.5e-4 --minutes 100 --export-every 1000
+    .venv/bin/python -m training.train_dit --stage shape --steps 10000 --lr 1.5e-4 --minutes 75 --export-every 1000
 
 Needs the trained VAE (training.train_vae). The first run prepares the data once: it renders
 `--clips` procedural clips (training.data), encodes them with the exported VAE through
@@ -12,14 +13,16 @@ TextEncode gives them); both are cached in training/runs/dit/data.pt, with the V
 a retrained VAE (or another `--clips`) encodes them again. Seeded and resumable like the
 VAE script.
 
-Three stages train one network (training.common): "coarse" on 4x4 patches, 80 tokens a 17-frame
+Four stages train one network (training.common): "coarse" on 4x4 patches, 80 tokens a 17-frame
 64x64 clip, exporting training/runs/dit/coarse_dit.safetensors; "fine" on the bundled 2x2 patches
 (320 tokens), started from the coarse weights: the blocks, text and time embeddings carry over
 unchanged, the patch embedding and output projection are resampled (`coarse_to_fine`); then
 "focus", the fine network trained on with the loss of the latent cells that see the object
-weighted 5x (`object_masks`). "fine" and "focus" export
+weighted 5x (`object_masks`); then "shape", which pairs every clip with its shape partner (the same
+clip in another shape, `prepare_partners`) and makes the caption's shape word count (`loss_fn`).
+"fine", "focus" and "shape" export
 resources/models/diffusion_models/reelgraph-tiny_dit.safetensors (diffusers layout, the EMA weights,
-config in the metadata); the bundled file is the focus stage's.
+config in the metadata); the bundled file is the shape stage's.
 
 Frame conditioning is trained the way engine.sampling drives a model with `frame_timesteps`
 (Wan 2.2 TI2V style, which this 48-channel model is detected as): each item draws a mask of known
