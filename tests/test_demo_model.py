@@ -84,7 +84,7 @@ def test_bundled_vae_round_trip_keeps_what_the_evaluation_measures() -> None:
     assert sum(shapes_kept) >= len(shapes_kept) - 1, shapes_kept
 
 
-def test_default_workflow_obeys_colour_and_motion(executor, tmp_path: Path) -> None:
+def test_default_workflow_obeys_colour_shape_and_motion(executor, tmp_path: Path) -> None:
     wf = json.loads((WORKFLOWS / "text_to_video.json").read_text())
     prompt = wf["nodes"]["recaption"]["inputs"]["prompt"]  # "a crimson ball gliding to the right..."
     assert builtin_caption(prompt, grammar="reelgraph-tiny") == \
@@ -93,8 +93,8 @@ def test_default_workflow_obeys_colour_and_motion(executor, tmp_path: Path) -> N
     video = media.read_video(mp4)
     assert tuple(video.frames.shape) == (17, 64, 64, 3)
     got = measure(video.frames.numpy())
-    # measured: red, moving right by 31 px (dy -1), black; held-out rates are in MODEL_CARD.md
-    assert (got.colour, got.motion, got.background) == ("red", "moving right", "black"), got
+    # measured: a red circle moving right by 33 px (dy 1), on black; held-out rates are in MODEL_CARD.md
+    assert (got.colour, got.shape, got.motion, got.background) == ("red", "circle", "moving right", "black"), got
 
 
 def test_workflows_run_end_to_end_on_the_bundled_model(executor, tmp_path: Path) -> None:
