@@ -372,7 +372,7 @@ def main() -> None:
     ap.add_argument("--stage", choices=STAGES, default="fine",
                     help="coarse: 4x4 patches from scratch; fine: 2x2 patches from coarse; "
                          "focus: fine continued with the object-weighted loss; shape: focus "
-                         "continued with the cells that tell the shapes apart weighted up too")
+                         "continued on clips paired with their shape partners (pair loss, shape cells)")
     ap.add_argument("--steps", type=int, default=16000)  # the fine stage; coarse is run with 12000
     ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of this run")
     ap.add_argument("--batch", type=int, default=8)
