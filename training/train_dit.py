@@ -70,29 +70,36 @@ def bucketed_specs(clips: int, seed: int) -> tuple[list, dict[tuple[int, int, in
 
 
 @torch.no_grad()
-def prepare(clips: int, seed: int, log: Log) -> dict:
-    from engine.models.text_encoders import BUNDLED_MINILM, load_text_encoder, resolve_text_encoder
+def encode_clips(specs: list, buckets: dict[tuple[int, int, int], list[int]], captions: list[str],
+                 log: Log, what: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Render and VAE-encode `specs` bucket by bucket: latents (normalised, half) and caption
+    indices into `captions`, both keyed "FxHxW" in the buckets' order."""
     from engine.models.wan_vae import load_vae
 
     vae = load_vae(VAE_FILE, device="cpu", compute_hash=False, offload=False)
-    specs, buckets = bucketed_specs(clips, seed)
-    captions = sorted({s.caption for s in specs}) + [""]
     cap_index = {c: i for i, c in enumerate(captions)}
     latents, labels = {}, {}
     done, start = 0, time.time()
-    for key, ids in buckets.items():
+    for (frames, height, width), ids in buckets.items():
         zs = []
         for j in range(0, len(ids), 16):
-            frames = torch.from_numpy(np.stack([render(specs[i]) for i in ids[j:j + 16]]))
-            zs.append(vae.encode(frames).half())  # (b, C, T', H', W') normalised
+            batch = torch.from_numpy(np.stack([render(specs[i]) for i in ids[j:j + 16]]))
+            zs.append(vae.encode(batch).half())  # (b, C, T', H', W') normalised
             done += len(ids[j:j + 16])
-            log(f"encoded {done}/{clips} clips ({time.time() - start:.0f}s)")
+            log(f"encoded {done}/{len(specs)} {what} ({time.time() - start:.0f}s)")
+        key = f"{frames}x{height}x{width}"
         latents[key] = torch.cat(zs)
         labels[key] = torch.tensor([cap_index[specs[i].caption] for i in ids])
+    return latents, labels
+
+
+def prepare(clips: int, seed: int, log: Log) -> dict:
+    specs, buckets = bucketed_specs(clips, seed)
+    captions = sorted({s.caption for s in specs}) + [""]
+    latents, labels = encode_clips(specs, buckets, captions, log, "clips")
     embeds, masks = encode_captions(captions)
-    return {"latents": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in latents.items()},
-            "labels": {f"{k[0]}x{k[1]}x{k[2]}": v for k, v in labels.items()},
-            "text": embeds, "text_mask": masks, "captions": "\n".join(captions)}
+    return {"latents": latents, "labels": labels, "text": embeds, "text_mask": masks,
+            "captions": "\n".join(captions)}
 
 
 @torch.no_grad()
@@ -109,28 +116,13 @@ def encode_captions(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(embeds), torch.cat(masks)
 
 
-@torch.no_grad()
 def prepare_partners(clips: int, seed: int, log: Log) -> dict:
     """For every cached clip, in data.pt's order, its shape partner (training.data.partner_spec)
     encoded the same way, with the partner captions' token states."""
-    from engine.models.wan_vae import load_vae
-
-    vae = load_vae(VAE_FILE, device="cpu", compute_hash=False, offload=False)
     specs, buckets = bucketed_specs(clips, seed)
-    partners = {i: partner_spec(specs[i]) for i in range(clips)}
-    captions = sorted({p.caption for p in partners.values()})
-    cap_index = {c: i for i, c in enumerate(captions)}
-    latents, labels = {}, {}
-    done, start = 0, time.time()
-    for (frames, height, width), ids in buckets.items():
-        zs = []
-        for j in range(0, len(ids), 16):
-            zs.append(vae.encode(torch.from_numpy(np.stack([render(partners[i]) for i in ids[j:j + 16]]))).half())
-            done += len(ids[j:j + 16])
-            log(f"encoded {done}/{clips} shape partners ({time.time() - start:.0f}s)")
-        key = f"{frames}x{height}x{width}"
-        latents[key] = torch.cat(zs)
-        labels[key] = torch.tensor([cap_index[partners[i].caption] for i in ids])
+    partners = [partner_spec(s) for s in specs]
+    captions = sorted({p.caption for p in partners})
+    latents, labels = encode_clips(partners, buckets, captions, log, "shape partners")
     embeds, _ = encode_captions(captions)
     return {"latents": latents, "labels": labels, "text": embeds}
 
