@@ -233,15 +233,20 @@ def test_object_masks_line_up_with_the_cached_latents_and_rendered_shapes() -> N
             assert 0 < m.mean() < 0.6  # and the plain background is mostly unmarked
 
 
-def test_object_weight_leaves_the_loss_alone_without_objects_and_weighs_them_when_present() -> None:
+def tiny_dit() -> torch.nn.Module:
+    """A one-block WanTransformer3DModel for checking the training losses by hand (seeded)."""
     from diffusers import WanTransformer3DModel
 
+    torch.manual_seed(0)
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
+                                 in_channels=4, out_channels=4, text_dim=8, freq_dim=16, ffn_dim=32,
+                                 num_layers=1)
+
+
+def test_object_weight_leaves_the_loss_alone_without_objects_and_weighs_them_when_present() -> None:
     from training.train_dit import loss_fn
 
-    torch.manual_seed(0)
-    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
-                                  in_channels=4, out_channels=4, text_dim=8, freq_dim=16, ffn_dim=32,
-                                  num_layers=1)
+    model = tiny_dit()
     x0 = torch.randn(2, 4, 3, 4, 4)
     ctx = torch.randn(2, 5, 8)
     known = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
@@ -289,14 +294,9 @@ def test_shape_pairs_share_noise_and_fit_the_difference_of_their_targets(seed: i
     batch share noise and sigma, and in the sigma band a partner takes its pair's noisy input;
     identical partners add nothing, different ones add the weighted error of the prediction
     difference against the target difference, computed here by hand."""
-    from diffusers import WanTransformer3DModel
-
     from training.train_dit import PAIR_SIGMAS, loss_fn, pair_sigmas
 
-    torch.manual_seed(0)
-    model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8,
-                                  in_channels=4, out_channels=4, text_dim=8, freq_dim=16, ffn_dim=32,
-                                  num_layers=1)
+    model = tiny_dit()
     a = torch.randn(2, 4, 3, 4, 4)
     b = a.clone()
     b[..., 1:, :2, :2] += 1.5  # the partner differs in a corner of the later frames
