@@ -30,12 +30,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine.choices import CONDITIONING_MODES as MODES
 from engine.errors import NodeError
 from engine.models.interfaces import LatentGrid, VideoAutoencoder
 from engine.noise import check_frames, check_size, init_noise
 from engine.values import Latent, Video
 
-MODES = ("extend forward", "extend backward", "connect")
 GREY = 0.5  # fill for the unknown middle when a tail is encoded in place (0 in [-1, 1])
 
 

@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16", "fp8")
+from engine.choices import DTYPE_CHOICES  # lives there so node schemas need no torch
+
 _NAMED = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

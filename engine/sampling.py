@@ -34,12 +34,12 @@ from typing import Any, Callable
 
 import torch
 
+from engine.choices import SAMPLERS
 from engine.errors import NodeError
 from engine.models.interfaces import DiffusionModel
 from engine.noise import seeded_noise
 from engine.values import Conditioning, Latent
 
-SAMPLERS = ("unipc", "euler")
 NUM_TRAIN_TIMESTEPS = 1000  # model timestep = 1000 * sigma (Wan and every diffusers flow model)
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]

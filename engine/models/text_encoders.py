@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import torch
 
+from engine.choices import TEXT_ENCODER_DTYPE_CHOICES as DTYPE_CHOICES
 from engine.devices import on_device, pick_device, dtype_policy
 from engine.models.interfaces import ModelInfo
 from engine.models.paths import BUNDLED_MINILM, builtin_text_encoders  # noqa: F401 (re-exported)
@@ -42,7 +43,6 @@ from engine.models.t5_checkpoint import T5Checkpoint, parse_t5_checkpoint
 
 T5_FAMILIES = ("t5", "mt5", "umt5")
 T5_DEFAULT_MAX_LENGTH = 512  # Wan's text_len
-DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
