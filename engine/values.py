@@ -11,16 +11,21 @@ Conventions (shared by every node):
 
 Every dataclass registered with `@spillable` can be flattened into named tensors plus JSON metadata
 (and back), which is what lets the cache spill latents to safetensors on disk.
+
+Importing this module imports neither torch nor numpy: a value can only be a tensor or an array
+once its library is loaded, so `flatten` and `nbytes` look the libraries up in sys.modules and a
+graph of plain values (or `validate`) never pays for torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _SPILLABLE: dict[str, type] = {}
 
@@ -82,10 +87,13 @@ class NotSpillable(Exception):
 def flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Move every tensor in `value` into `tensors` (keyed under `prefix`) and return JSON metadata
     describing the rest. Raises NotSpillable for anything else."""
-    if isinstance(value, torch.Tensor):
+    torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
+    if torch is not None and isinstance(value, torch.Tensor):
         tensors[prefix] = value.detach().cpu().contiguous()
         return {"$tensor": prefix}
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
+        import torch  # the disk tier stores arrays as tensors
+
         tensors[prefix] = torch.from_numpy(np.ascontiguousarray(value))
         return {"$ndarray": prefix}
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -127,11 +135,12 @@ def unflatten(meta: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def nbytes(value: Any) -> int:
     """Approximate memory held by a value (tensors, arrays, models with parameters)."""
-    if isinstance(value, torch.Tensor):
+    torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
+    if torch is not None and isinstance(value, torch.Tensor):
         return value.element_size() * value.nelement()
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return int(value.nbytes)
-    if isinstance(value, torch.nn.Module):
+    if torch is not None and isinstance(value, torch.nn.Module):
         return sum(p.element_size() * p.nelement() for p in value.parameters()) + sum(
             b.element_size() * b.nelement() for b in value.buffers())
     if isinstance(value, (list, tuple)):
