@@ -12,20 +12,29 @@ into the next. A threshold of 1.0 or more never detects a cut.
 Interpolators share one method, `between(frame0, frame1, times) -> list of frames`, on (H, W, 3)
 float32 numpy frames in [0, 1]: `ClassicalInterpolator` (no weights) and `RifeInterpolator`
 (`load_rife(path, device)`).
+
+Importing the package is light (no numpy, torch or OpenCV): `interpolate` imports them when
+called, and the interpolators load their module on first use (PEP 562), so the node registry
+reads DEFAULT_SCENE_CUT_THRESHOLD without them.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-import numpy as np
-import torch
-
-from engine.interpolation.classical import ClassicalInterpolator, scene_cut_score
-from engine.interpolation.rife import RifeInterpolator, load_rife
 from engine.values import Video
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from engine.interpolation.classical import ClassicalInterpolator, scene_cut_score
+    from engine.interpolation.rife import RifeInterpolator, load_rife
+
 DEFAULT_SCENE_CUT_THRESHOLD = 0.4
+_LAZY = {"ClassicalInterpolator": "engine.interpolation.classical",
+         "scene_cut_score": "engine.interpolation.classical",
+         "RifeInterpolator": "engine.interpolation.rife", "load_rife": "engine.interpolation.rife"}
 
 
 class FrameInterpolator(Protocol):
@@ -42,6 +51,11 @@ def interpolate(video: Video, multiplier: int, method: str | FrameInterpolator =
 
     `method` is "classical" or a loaded interpolator (e.g. `load_rife(path)`); `progress(fraction,
     message)` is called after each pair (and may raise to interrupt)."""
+    import numpy as np
+    import torch
+
+    from engine.interpolation.classical import scene_cut_score
+
     if isinstance(multiplier, bool) or not isinstance(multiplier, int) or multiplier < 1:
         raise ValueError(f"multiplier must be an integer >= 1, got {multiplier!r}")
     interpolator = _interpolator(method)
@@ -68,11 +82,22 @@ def _interpolator(method: str | FrameInterpolator) -> FrameInterpolator:
     if not isinstance(method, str):
         return method
     if method == "classical":
+        from engine.interpolation.classical import ClassicalInterpolator
+
         return ClassicalInterpolator()
     if method == "rife":
         raise ValueError('method "rife" needs weights: pass load_rife(path) as the method')
     raise ValueError(f"unknown interpolation method {method!r}; use 'classical' or a loaded "
                      "interpolator")
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
 
 
 __all__ = ["interpolate", "FrameInterpolator", "ClassicalInterpolator", "RifeInterpolator",

@@ -19,12 +19,39 @@ Invariants:
   sidecar, and `extract_workflow` reads them back from any of the five.
 - Reading: PyAV decodes every format except animated WebP (FFmpeg has no decoder for it), which
   Pillow reads. Frames are decoded in order from the first, so frame i is frame i of the file.
+- Importing the package is light: the format table comes from engine.media.formats, and the
+  names below that need PyAV, Pillow or torch load their module on first use (PEP 562), so the
+  node registry can show SaveVideo's formats without them.
 """
 
-from engine.media.codec import (DEFAULT_CRF, DEFAULT_FPS, VIDEO_FORMATS, MediaError, VideoFormat,
-                                exact_rate, read_image, read_video, write_png, write_video)
-from engine.media.embed import (PROVENANCE_KEY, WORKFLOW_KEY, Embedded, extract_workflow,
-                                metadata_text, read_embedded)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from engine.media.formats import DEFAULT_CRF, DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
+
+if TYPE_CHECKING:
+    from engine.media.codec import (MediaError, exact_rate, read_image, read_video, write_png,
+                                    write_video)
+    from engine.media.embed import (PROVENANCE_KEY, WORKFLOW_KEY, Embedded, extract_workflow,
+                                    metadata_text, read_embedded)
+
+_LAZY = {name: "engine.media.codec" for name in
+         ("MediaError", "exact_rate", "read_image", "read_video", "write_png", "write_video")}
+_LAZY.update({name: "engine.media.embed" for name in
+              ("PROVENANCE_KEY", "WORKFLOW_KEY", "Embedded", "extract_workflow", "metadata_text",
+               "read_embedded")})
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
 
 __all__ = ["DEFAULT_CRF", "DEFAULT_FPS", "VIDEO_FORMATS", "MediaError", "VideoFormat", "exact_rate",
            "read_image", "read_video", "write_png", "write_video", "PROVENANCE_KEY", "WORKFLOW_KEY",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,36 +20,12 @@ from PIL.PngImagePlugin import PngInfo
 from engine.errors import NodeError
 from engine.media.embed import (ascii_payload, gif_with_comment, metadata_text, sniff,
                                  webp_with_xmp, xmp_packet)
+from engine.media.formats import DEFAULT_CRF, DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
 from engine.values import Video
-
-DEFAULT_FPS = 16.0
 
 
 class MediaError(NodeError):
     """A media file that cannot be read or written; the message names the file."""
-
-
-@dataclass(frozen=True)
-class VideoFormat:
-    """How one output format is muxed and encoded."""
-
-    name: str
-    muxer: str
-    codec: str
-    pix_fmt: str
-    suffix: str
-    even_size: bool  # yuv420p chroma subsampling needs even width and height
-    muxer_options: dict[str, str] = field(default_factory=dict)
-
-
-VIDEO_FORMATS: dict[str, VideoFormat] = {
-    "mp4": VideoFormat("mp4", "mp4", "libx264", "yuv420p", ".mp4", True,
-                       {"movflags": "use_metadata_tags+faststart"}),
-    "webm": VideoFormat("webm", "webm", "libvpx-vp9", "yuv420p", ".webm", True),
-    "gif": VideoFormat("gif", "gif", "gif", "pal8", ".gif", False, {"loop": "0"}),
-    "webp": VideoFormat("webp", "webp", "libwebp_anim", "bgra", ".webp", False, {"loop": "0"}),
-}
-DEFAULT_CRF = {"mp4": 19, "webm": 32}  # visually near-lossless for H.264; VP9's scale differs
 
 
 def exact_rate(fps: float) -> Fraction:
