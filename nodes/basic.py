@@ -1,21 +1,23 @@
 """Primitive and utility nodes: constants, arithmetic, procedural images, debugging aids.
 
 Thin by design: each `execute` is a few lines over torch. IMAGE values are float32 (B, H, W, 3)
-in [0, 1] on the CPU (see engine/values.py).
+in [0, 1] on the CPU (see engine/values.py). torch is imported by the nodes that compute on
+images, when they run, so the registry loads without it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from engine.context import ExecutionContext
 from engine.errors import NodeError
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as T
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Text(NodeType):
@@ -110,6 +112,8 @@ class MathFloat(NodeType):
 
 def parse_color(text: str, input_name: str) -> torch.Tensor:
     """'#rrggbb' or 'r,g,b' (0-255) -> (3,) float tensor in [0, 1]."""
+    import torch
+
     s = text.strip()
     try:
         if s.startswith("#") and len(s) == 7:
@@ -138,6 +142,8 @@ class ImageGradient(NodeType):
     @classmethod
     def execute(cls, ctx: ExecutionContext, width: int, height: int, color_a: str, color_b: str,
                 direction: str) -> dict[str, Any]:
+        import torch
+
         a, b = parse_color(color_a, "color_a"), parse_color(color_b, "color_b")
         ys = torch.linspace(0, 1, height).view(height, 1).expand(height, width)
         xs = torch.linspace(0, 1, width).view(1, width).expand(height, width)

@@ -1,22 +1,22 @@
 """Image and video conditioning nodes: known frames placed on the latent grid, and the stitch back.
 
 Thin wrappers over engine.conditioning, whose module docstring states the grid rules and the
-stitching contract.
+stitching contract. engine.conditioning and engine.noise (torch) are imported when a node runs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from engine.conditioning import MODES, condition_latent, context_frames, stitch, video_condition
+from engine.choices import CONDITIONING_MODES as MODES
 from engine.context import ExecutionContext
 from engine.errors import NodeError
-from engine.noise import init_noise
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as S
 from engine.values import Video
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_SEED = 2**64 - 1
 
@@ -53,6 +53,9 @@ class ImageToVideo(NodeType):
     @classmethod
     def execute(cls, ctx: ExecutionContext, *, vae: Any, image: torch.Tensor, width: int,
                 height: int, frames: int, seed: int, fps: float) -> dict[str, Any]:
+        from engine.conditioning import condition_latent
+        from engine.noise import init_noise
+
         if image.ndim == 3:
             image = image.unsqueeze(0)
         latent = init_noise(width, height, frames, image.shape[0], seed, vae.grid, fps=fps)
@@ -92,6 +95,8 @@ class VideoCondition(NodeType):
     def execute(cls, ctx: ExecutionContext, *, vae: Any, video: Video, video_b: Video | None,
                 mode: str, keep_frames: int, generate_frames: int, width: int, height: int,
                 seed: int) -> dict[str, Any]:
+        from engine.conditioning import video_condition
+
         latent = video_condition(vae, video, video_b, mode, keep_frames, generate_frames,
                                  width, height, seed)
         return {"latent": latent}
@@ -122,6 +127,8 @@ class StitchVideo(NodeType):
     @classmethod
     def execute(cls, ctx: ExecutionContext, *, generated: Video, video: Video,
                 video_b: Video | None, mode: str, keep_frames: int) -> dict[str, Any]:
+        from engine.conditioning import context_frames, stitch
+
         head, tail = context_frames(mode, keep_frames)
         if mode == "connect" and video_b is None:
             raise NodeError("connect needs the second clip in video_b", input="video_b")

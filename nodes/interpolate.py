@@ -6,20 +6,24 @@ originals unchanged at every multiplier-th frame); see engine.interpolation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.context import ExecutionContext
 from engine.errors import NodeError
-from engine.interpolation import (DEFAULT_SCENE_CUT_THRESHOLD, FrameInterpolator, RifeInterpolator,
-                                  interpolate, load_rife)
+from engine.interpolation import DEFAULT_SCENE_CUT_THRESHOLD, FrameInterpolator, interpolate
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as T
 from engine.values import Video
+
+if TYPE_CHECKING:
+    from engine.interpolation.rife import RifeInterpolator
 
 METHODS = ("auto", "classical", "rife")
 
 
 def _load(ctx: ExecutionContext, name: str, input_name: str) -> RifeInterpolator:
+    from engine.interpolation.rife import load_rife  # torch, only when RIFE weights are used
+
     if ctx.model_paths is None:
         raise NodeError("no model folders are configured, so RIFE weights cannot be found",
                         input=input_name)

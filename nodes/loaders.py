@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.choices import DTYPE_CHOICES
 from engine.context import ExecutionContext
-from engine.devices import DTYPE_CHOICES
 from engine.errors import NodeError
 from engine.models.interfaces import ModelInfo
 from engine.schema import Input, NodeSpec, NodeType, Output

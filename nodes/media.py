@@ -4,16 +4,13 @@ Inputs that name user files take a path relative to the input folder (settings "
 absolute path; they only read. Every file written goes through the context's confined output
 paths, so nothing lands outside the output folder whatever a graph file says. Saved files embed
 the workflow and the run's provenance (engine.media), so dropping one on the canvas restores its
-graph.
+graph. engine.media loads PyAV, Pillow and torch on first use, i.e. when one of these nodes runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 from engine import media
 from engine.context import ExecutionContext
@@ -22,6 +19,9 @@ from engine.input_files import locate_input_file
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as T
 from engine.values import Video
+
+if TYPE_CHECKING:
+    import torch
 
 PREVIEW_MAX_SIDE = 512  # pixels: previews are for the studio's panel, not for keeping
 PREVIEW_MAX_IMAGES = 16
@@ -162,6 +162,8 @@ class Preview(NodeType):
 
 def _as_image_batch(value: Any, input_name: str) -> torch.Tensor:
     """(B, H, W, 3) from an IMAGE (a single (H, W, 3) image is accepted too)."""
+    import torch
+
     if isinstance(value, torch.Tensor) and value.ndim == 3 and value.shape[-1] == 3:
         value = value[None]
     if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[-1] != 3:
@@ -173,6 +175,8 @@ def _as_image_batch(value: Any, input_name: str) -> torch.Tensor:
 
 def _shrink(frames: torch.Tensor, max_side: int = PREVIEW_MAX_SIDE) -> torch.Tensor:
     """(N, H, W, 3) scaled down (antialiased) so the longest side is at most `max_side`."""
+    import torch.nn.functional as F
+
     h, w = frames.shape[1:3]
     factor = max_side / max(h, w)
     if factor >= 1:

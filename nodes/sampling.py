@@ -1,18 +1,19 @@
-"""Noise init and DiT denoise nodes: thin wrappers over engine.noise and engine.sampling."""
+"""Noise init and DiT denoise nodes: thin wrappers over engine.noise and engine.sampling, which
+(with torch) are imported when a node runs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from engine.choices import SAMPLERS
 from engine.context import ExecutionContext
 from engine.errors import NodeError
-from engine.noise import init_noise
-from engine.sampling import SAMPLERS, latent_preview, sample
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as S
 from engine.values import Conditioning, Latent
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_SEED = 2**64 - 1
 
@@ -44,6 +45,8 @@ class NoiseInit(NodeType):
     @classmethod
     def execute(cls, ctx: ExecutionContext, *, vae: Any, width: int, height: int, frames: int,
                 batch: int, seed: int, fps: float) -> dict[str, Any]:
+        from engine.noise import init_noise
+
         return {"latent": init_noise(width, height, frames, batch, seed, vae.grid, fps=fps)}
 
 
@@ -83,6 +86,8 @@ class DiTDenoise(NodeType):
     def execute(cls, ctx: ExecutionContext, *, model: Any, conditioning: Conditioning,
                 latent: Latent, steps: int, cfg: float, shift: float, sampler: str, seed: int,
                 denoise: float) -> dict[str, Any]:
+        from engine.sampling import latent_preview, sample
+
         channels = latent.samples.shape[1]
         if model.in_channels != model.out_channels:
             raise NodeError(f"this DiT takes {model.in_channels} input channels for "

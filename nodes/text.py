@@ -2,7 +2,8 @@
 
 TEXT_ENCODER values satisfy engine.models.interfaces.TextEncoderModel; CONDITIONING values are
 engine.values.Conditioning with (1, L, D) float32 embeddings, zero past the (1, L) mask, for the
-prompt and (unless the negative input is left unset) the negative prompt.
+prompt and (unless the negative input is left unset) the negative prompt. The encoder loaders
+(torch, transformers) are imported when LoadTextEncoder runs.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.choices import TEXT_ENCODER_DTYPE_CHOICES
 from engine.context import ExecutionContext
 from engine.errors import NodeError
-from engine.models.text_encoders import (BUNDLED_MINILM, DTYPE_CHOICES, load_text_encoder,
-                                         resolve_text_encoder)
+from engine.models.paths import BUNDLED_MINILM
 from engine.recaption import BACKENDS, ON_ERROR, recaption
 from engine.recaption.builtin import GRAMMARS
 from engine.recaption.openai_compat import DEFAULT_BASE_URL, DEFAULT_KEY_ENV
@@ -35,7 +36,7 @@ class LoadTextEncoder(NodeType):
         inputs=(
             Input("model", T.STRING, BUNDLED_MINILM, file_kind="text_encoders",
                   tooltip="a file or model folder in text_encoders, or the bundled MiniLM"),
-            Input("dtype", T.STRING, "auto", choices=DTYPE_CHOICES,
+            Input("dtype", T.STRING, "auto", choices=TEXT_ENCODER_DTYPE_CHOICES,
                   tooltip="auto: fp32 on the CPU, bf16 on CUDA"),
             Input("max_length", T.INT, 0, min=0, max=4096,
                   tooltip="tokens per prompt, padding included; 0 = the model's own "
@@ -49,6 +50,8 @@ class LoadTextEncoder(NodeType):
     @classmethod
     def execute(cls, ctx: ExecutionContext, model: str, dtype: str, max_length: int,
                 offload: bool) -> dict[str, Any]:
+        from engine.models.text_encoders import load_text_encoder, resolve_text_encoder
+
         try:
             path = resolve_text_encoder(model, ctx.model_paths)
             ctx.progress(0.0, f"loading {Path(path).name}")

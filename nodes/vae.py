@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from engine.context import ExecutionContext
 from engine.errors import NodeError
 from engine.schema import Input, NodeSpec, NodeType, Output
@@ -71,6 +69,8 @@ class VAEDecode(NodeType):
     @classmethod
     def execute(cls, ctx: ExecutionContext, latent: Latent, vae: Any, tile_size: int = 0,
                 tile_overlap: int = 64) -> dict[str, Any]:
+        import torch
+
         samples = latent.samples  # (B, C, T', H', W')
         if samples.shape[1] != vae.grid.channels:
             raise NodeError(f"the latent has {samples.shape[1]} channels but this VAE decodes "
