@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QPixmapCache
 from PySide6.QtWidgets import QApplication
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WORKFLOW = REPO_ROOT / "workflows" / "text_to_video.json"
+from engine import bundle
 
 
 def create_app(argv: list[str] | None = None) -> QApplication:
@@ -57,7 +55,8 @@ def open_initial_document(window, workflow_path: str | None) -> str:
                 return "recovered"
             except WorkflowError as exc:
                 window.dialogs.error("Cannot restore", str(exc))
-    if DEFAULT_WORKFLOW.exists() and window.files.open(str(DEFAULT_WORKFLOW)):
+    default = bundle.default_workflow()
+    if default.exists() and window.files.open(str(default)):
         return "default"
     window.load_workflow(Workflow(), None)
     return "empty"

@@ -18,7 +18,7 @@ from pathlib import Path
 from PySide6.QtCore import QPointF
 from PySide6.QtWidgets import QApplication
 
-REPO = Path(__file__).resolve().parents[1]
+from engine import bundle
 
 
 def _wait(app: QApplication, predicate, timeout: float) -> bool:
@@ -37,10 +37,12 @@ def _settle(app: QApplication, seconds: float = 0.4) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Take screenshots of the studio")
-    default = REPO / "workflows" / "text_to_video.json"
+    default = bundle.default_workflow()
     parser.add_argument("--workflow", default=str(default if default.exists() else
-                                                  REPO / "workflows" / "gradient_blend.json"))
-    parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+                                                  bundle.workflows_dir() / "gradient_blend.json"))
+    # docs/ exists in a checkout only (the wheel does not ship it): else write to ./screenshots.
+    docs = bundle.data_root() / "docs"
+    parser.add_argument("--out", default=str(docs / "screenshots" if docs.is_dir() else "screenshots"))
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--name", default="studio", help="file name of the main screenshot")
     parser.add_argument("--tidy", action="store_true",

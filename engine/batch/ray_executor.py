@@ -24,9 +24,9 @@ import logging
 import os
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, Sequence
 
+from engine import bundle
 from engine.batch.jobs import (JobListener, JobResult, JobTask, StopSignal, host_label,
                                run_task_in_process)
 from engine.batch.manifest import BatchDir
@@ -35,7 +35,8 @@ from engine.config import Settings
 
 INSTALL_HINT = ("--executor ray needs Ray, an optional extra: pip install 'reelgraph[ray]' "
                 "(or pip install 'ray[default]')")
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+# On Ray workers' PYTHONPATH: the folder holding the engine package (a checkout or site-packages).
+_PROJECT_ROOT = str(bundle.code_root())
 
 
 def import_ray() -> Any:

@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 
 import platformdirs
 
+from engine import bundle
 from engine.errors import NodeError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl")  # .pkl: RIFE flownet.pkl
@@ -46,7 +47,9 @@ KIND_ALIASES = {"unet": "diffusion_models", "clip": "text_encoders"}
 
 ENV_ROOTS = "REELGRAPH_MODEL_ROOTS"
 APP_NAME = "reelgraph"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The folder holding resources/ and workflows/ (the checkout root, or the installed data package):
+# relative sample paths in the example workflows resolve against it. See engine.bundle.
+REPO_ROOT = bundle.data_root()
 
 
 class ModelNotFoundError(NodeError):
@@ -182,7 +185,7 @@ def default_model_paths(extra_roots: Iterable[Path | str] = ()) -> ModelPaths:
     """Roots in search order: the user data dir, REELGRAPH_MODEL_ROOTS, `extra_roots` (from the
     config), then the models bundled with the app (resources/models)."""
     roots: list[Path] = [user_models_root(), *env_model_roots(), *(Path(r) for r in extra_roots),
-                         REPO_ROOT / "resources" / "models"]
+                         bundle.bundled_models_dir()]
     return ModelPaths(roots)
 
 
