@@ -20,7 +20,7 @@ from typing import Any, Callable
 import platformdirs
 from PySide6.QtCore import QObject, QTimer
 
-from engine.document import atomic_write_text
+from engine.atomic_files import atomic_write_text
 
 APP_NAME = "reelgraph"
 DELAY_MS = 1500

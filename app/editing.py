@@ -15,8 +15,8 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QUndoStack
 
 from engine.document import Link, NodeInstance, Workflow
+from engine.graph_index import GraphIndex
 from engine.sockets import can_connect
-from engine.validation import dependency_graph, upstream_closure
 from app.clipboard import fragment_origin, fresh_id, make_fragment, remap_fragment
 from app.arrange import arrange
 from app.commands import (AddNodesCommand, ConnectCommand, DisconnectCommand, MoveNodesCommand,
@@ -127,8 +127,7 @@ class GraphEditor:
             self.stack.push(DisconnectCommand(self.model, link))
 
     def _downstream(self, node_id: str) -> set[str]:
-        graph = dependency_graph(self.workflow).reverse(copy=False)
-        return upstream_closure(graph, [node_id])
+        return GraphIndex(self.workflow).downstream([node_id])
 
     # ---- values -------------------------------------------------------------------------------
     def set_input(self, node_id: str, name: str, value: Any, merge_key: object | None = None) -> None:

@@ -69,24 +69,3 @@ def export_image(workflow_path: str | Path, out_png: str | Path) -> None:
     QGuiApplication.instance().setFont(theme.body_font())
     scene = GraphScene(GraphModel(registry, workflow), QUndoStack())
     render_scene_png(scene, out_png)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`main.py export-image WORKFLOW OUT.png`: exit code 0, or 1 with the reason on stderr."""
-    import argparse
-    import sys
-
-    from engine.errors import WorkflowError
-
-    parser = argparse.ArgumentParser(prog="main.py export-image",
-                                     description="Render a workflow's canvas to a PNG (no display needed).")
-    parser.add_argument("workflow")
-    parser.add_argument("out_png")
-    args = parser.parse_args(argv)
-    try:
-        export_image(args.workflow, args.out_png)
-    except (WorkflowError, OSError) as exc:
-        print(f"export-image: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out_png}")
-    return 0

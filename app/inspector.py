@@ -274,7 +274,8 @@ class Inspector(QWidget):
         self.run_state = state
         if self.node_id is None or not hasattr(self, "state_label"):
             return
-        text = state.state if state.state != "idle" else "not run yet"
+        text = {"idle": "not run yet", "not_needed": "not needed: every node that reads it was "
+                "served from the cache"}.get(state.state, state.state)
         if state.state == "done":
             text += f" in {state.seconds:.2f} s"
         if state.message:

@@ -1,4 +1,4 @@
-"""Starting the studio: `run_studio(argv)` is what `python main.py` (no subcommand) calls.
+"""Starting the studio: `run_studio()` is what `python main.py` (no subcommand) calls.
 
 Order of what opens: a workflow named on the command line; else, if a previous session crashed
 with unsaved work, the offer to restore it; else workflows/text_to_video.json (the default demo
@@ -7,8 +7,6 @@ graph) when it exists; else an empty canvas.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 from PySide6.QtCore import QTimer
@@ -62,14 +60,9 @@ def open_initial_document(window, workflow_path: str | None) -> str:
     return "empty"
 
 
-def run_studio(argv: list[str] | None = None) -> int:
-    """Open the studio window; returns the process exit code when it closes."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="reelgraph", description="Reelgraph studio")
-    parser.add_argument("workflow", nargs="?", help="workflow file to open")
-    parser.add_argument("--no-worker-prestart", action="store_true",
-                        help="start the worker process on the first run instead of at launch")
-    args = parser.parse_args(argv)
+def run_studio(workflow: str | None = None, prestart_worker: bool = True) -> int:
+    """Open the studio window (on `workflow` when given); returns the process exit code when it
+    closes. Its command line is parsed by main.py with every other command."""
 
     app = create_app(["reelgraph"])
     from engine.config import load_settings
@@ -83,7 +76,7 @@ def run_studio(argv: list[str] | None = None) -> int:
     for error in registry.pack_errors:
         window.log_panel.append("warning", f"node pack: {error}")
     window.show()
-    open_initial_document(window, args.workflow)
-    if not args.no_worker_prestart:
+    open_initial_document(window, workflow)
+    if prestart_worker:
         QTimer.singleShot(500, window.runs.prestart)
     return app.exec()

@@ -21,9 +21,9 @@ from PySide6.QtGui import QCloseEvent, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar
 
 from engine.config import Settings, save_settings
+from engine.graph_index import GraphIndex
 from engine.models.paths import default_model_paths
 from engine.registry import NodeRegistry
-from engine.validation import dependency_graph, upstream_closure
 from app import menus
 from app.autosave import Autosaver, RecoveryStore
 from app.dialogs import Dialogs
@@ -265,7 +265,7 @@ class MainWindow(QMainWindow):
             self.show_message("Nothing to run: the canvas is empty")
             return
         if targets:
-            needed = upstream_closure(dependency_graph(self.model.workflow), targets)
+            needed = GraphIndex(self.model.workflow).upstream(targets)
             self.log_panel.append("info", f"{label}: {len(needed)} node(s) needed")
         self.runs.queue_run(snapshot, targets or None, label)
         self._set_run_label()
@@ -301,11 +301,18 @@ class MainWindow(QMainWindow):
     def edit_settings(self) -> None:
         dialog = SettingsDialog(self.settings, self.dialogs, self)
         if dialog.exec():
-            self.settings = dialog.result_settings()
-            self.runs.output_dir = self.settings.output_dir
-            if self.persist_settings:
-                save_settings(self.settings)
-            self.show_message("Settings saved (node pack changes apply on the next start)")
+            self.apply_settings(dialog.result_settings())
+            self.show_message("Settings saved and applied")
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Use new settings now: the running worker takes model roots, cache budgets and the
+        device without a restart (node packs load there too; the palette lists them on the
+        next start)."""
+        self.settings = settings
+        self.runs.output_dir = settings.output_dir
+        self.runs.update_settings(settings)
+        if self.persist_settings:
+            save_settings(settings)
 
     def export_canvas_image(self) -> None:
         path = self.dialogs.save_image_path(str(Path(self.files.current_path or "canvas").with_suffix(".png")))

@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from engine import events as ev
+from engine.run_api import RunRequest
 from app.run_state import NodeRunState
 
 
@@ -69,6 +70,7 @@ class RunController(QObject):
         super().__init__(parent)
         self._client_factory = client_factory
         self._client: Any = None
+        self._settings: Any = None  # settings changed since the client factory was made
         self.output_dir = output_dir
         self.queue: list[QueuedRun] = []
         self.current: str | None = None
@@ -89,7 +91,15 @@ class RunController(QObject):
     def client(self) -> Any:
         if self._client is None:
             self._client = self._client_factory()
+            if self._settings is not None and hasattr(self._client, "update_settings"):
+                self._client.update_settings(self._settings)
         return self._client
+
+    def update_settings(self, settings: Any) -> None:
+        """Hand new settings to the worker (a running one applies them before its next run)."""
+        self._settings = settings
+        if self._client is not None and hasattr(self._client, "update_settings"):
+            self._client.update_settings(settings)
 
     def prestart(self) -> None:
         """Spawn the worker now so the first run does not wait for it to import torch."""
@@ -153,8 +163,9 @@ class RunController(QObject):
         run = self.queue.pop(0)
         self.queue_changed.emit(len(self.queue))
         try:
-            self.current = self.client.submit(run.workflow, targets=run.targets,
-                                              output_dir=self.output_dir)
+            self.current = self.client.submit(RunRequest(
+                run.workflow, tuple(run.targets) if run.targets else None,
+                output_dir=self.output_dir))
         except Exception as exc:  # cannot spawn or reach the worker
             self.current = None
             self.log.emit("error", f"cannot start the run: {exc}")
@@ -184,13 +195,15 @@ class RunController(QObject):
             for nid in list(self.states):
                 self.states[nid] = NodeRunState()
                 self.node_state_changed.emit(nid)
-            for nid in event.node_ids:
-                self._set(nid, state="queued")
+            plan = event.plan or {nid: "executed" for nid in event.node_ids}
+            for nid, action in plan.items():
+                self._set(nid, state="not_needed" if action == "not_needed" else "queued")
             self.run_started.emit(event.run_id)
+            idle = sum(1 for action in plan.values() if action == "not_needed")
             self.log.emit("info", f"{self.current_run.label if self.current_run else 'run'} started: "
-                                  f"{len(event.node_ids)} nodes")
-        elif isinstance(event, ev.NodeQueued):
-            self._set(event.node_id, state="queued")
+                                  f"{len(event.node_ids)} nodes"
+                                  + (f" ({idle} not needed: their results' readers are cached)"
+                                     if idle else ""))
         elif isinstance(event, ev.NodeCached):
             self._set(event.node_id, state="cached", fraction=1.0)
             self.progress.emit(event.overall)
@@ -219,12 +232,13 @@ class RunController(QObject):
             self._set(event.node_id, state="skipped", message=event.reason)
         elif isinstance(event, ev.LogMessage):
             prefix = f"{event.node_id}: " if event.node_id else ""
-            self.log.emit(event.level, prefix + event.message)
+            self.log.emit(str(event.level), prefix + event.message)
         elif isinstance(event, ev.RunFinished):
             self._finish(event)
 
     def _finish(self, event: ev.RunFinished) -> None:
-        status = event.status
+        status = str(event.status)
+        report = event.report
         leftover = "interrupted" if status in ("interrupted", "crashed") else "idle"
         for nid, state in self.states.items():
             if state.state == "running":
@@ -232,16 +246,14 @@ class RunController(QObject):
                 self._set(nid, state="failed" if status == "crashed" else "interrupted", message=message)
             elif state.state == "queued":
                 self._set(nid, state=leftover if leftover != "idle" else "idle")
-        for problem in (event.report or {}).get("problems", []) if status == "invalid" else []:
-            nid = problem.get("node_id")
-            if nid:
-                where = f"{problem.get('input')}: " if problem.get("input") else ""
-                self._set(nid, state="failed", message=where + problem.get("message", ""))
+        for problem in report.problems if report is not None else []:
+            if problem.node_id:
+                where = f"{problem.input}: " if problem.input else ""
+                self._set(problem.node_id, state="failed", message=where + problem.message)
         level = {"done": "info", "interrupted": "warning"}.get(status, "error")
         text = f"run {status}" + (f": {event.error}" if event.error else "")
-        seconds = (event.report or {}).get("seconds")
-        if status == "done" and isinstance(seconds, (int, float)):
-            text += f" in {seconds:.1f} s"
+        if status == "done" and report is not None:
+            text += f" in {report.seconds:.1f} s"
         self.log.emit(level, text)
         self.current, self.current_run = None, None
         self._stop_requested_for = None

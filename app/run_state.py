@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STATES = ("idle", "queued", "running", "cached", "done", "failed", "skipped", "interrupted")
+STATES = ("idle", "queued", "running", "cached", "not_needed", "done", "failed", "skipped",
+          "interrupted")
 
 
 @dataclass
@@ -25,6 +26,8 @@ class NodeRunState:
             return f"{int(self.fraction * 100)}%"
         if self.state == "done":
             return f"{self.seconds:.1f}s"
+        if self.state == "not_needed":
+            return "not needed"
         if self.state in ("cached", "queued", "failed", "skipped", "interrupted"):
             return self.state
         return ""

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayo
                                QListWidget, QPushButton, QVBoxLayout, QWidget)
 
 from engine.config import Settings, load_settings, save_settings
-from engine.document import atomic_write_text
+from engine.atomic_files import atomic_write_text
 
 APP_NAME = "reelgraph"
 MAX_RECENT = 10

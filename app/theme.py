@@ -41,6 +41,7 @@ STATE_COLORS = {
     "queued": QColor("#7a7f8a"),
     "running": QColor("#3fa7ff"),
     "cached": QColor("#8bc34a"),
+    "not_needed": QColor("#5f7f4a"),  # a dimmer "cached": its consumers were cached
     "done": QColor("#4caf50"),
     "failed": QColor("#ef5350"),
     "skipped": QColor("#5c5f66"),

@@ -1,7 +1,9 @@
-"""Headless command line: `run`, `validate`, `nodes` (and `batch`, when engine.batch provides it).
+"""The headless commands — `run`, `validate`, `nodes`, `batch` — on one argparse parser.
 
-Exit codes: 0 success; 1 a node failed while running (the message names it) or the run was
-interrupted; 2 the workflow is invalid (one line per problem, never a traceback).
+main.py adds the studio's own commands to the same parser (`add_commands`); `engine.cli.main`
+runs the headless ones alone. Exit codes, for every command: 0 success; 1 a node failed while
+running (the message names it), a batch job failed, or the run was interrupted; 2 the input is
+invalid (one line per problem, never a traceback) — nothing ran.
 """
 
 from __future__ import annotations
@@ -13,24 +15,29 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.config import load_settings
-from engine.context import InterruptFlag
-from engine.document import atomic_write_text, load_workflow
 from engine.errors import WorkflowError
-from engine.events import Event, NodeCached, NodeDone, NodeFailed, NodeProgress, NodeStarted, RunFinished
-from engine.overrides import apply_overrides
-from engine.validation import validate
+from engine.events import Event, LogMessage, NodeCached, NodeDone, NodeFailed, NodeProgress, NodeStarted, RunFinished
+from engine.run_api import CachePolicy, LogLevel, RunReport, RunRequest, RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reelgraph", description="Reelgraph headless commands. "
-                                     "Run without a command to open the studio.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def print_problems(exc: WorkflowError, source: str | None = None, what: str = "invalid workflow") -> None:
+    """The one way every command reports an invalid input: a head line, then one line each."""
+    where = exc.source or source
+    head = f"{where}: " if where else ""
+    n = len(exc.problems)
+    print(f"{head}{what} ({n} problem{'s' if n != 1 else ''}):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def add_commands(sub: Any) -> None:
+    """Add the headless commands to an argparse subparsers object."""
+    from engine.batch.cli import add_batch_arguments, cmd_batch
 
     run = sub.add_parser("run", help="run a workflow and write its outputs and a JSON report")
-    run.add_argument("workflow", type=Path)
+    run.add_argument("workflow", type=Path, help="a workflow file, or the name of a bundled example")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                      help="override an input value (repeatable)")
     run.add_argument("--out", type=Path, default=None, help="output folder (default: ./output)")
@@ -41,107 +48,128 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--node-pack", action="append", default=[], type=Path,
                      help="load user nodes from this folder (code: only folders you trust)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
 
     val = sub.add_parser("validate", help="check workflows without running them")
     val.add_argument("workflows", type=Path, nargs="+")
     val.add_argument("--node-pack", action="append", default=[], type=Path)
+    val.set_defaults(handler=cmd_validate)
 
     nodes = sub.add_parser("nodes", help="list the node catalogue")
     nodes.add_argument("--json", action="store_true", help="machine-readable catalogue")
     nodes.add_argument("--node-pack", action="append", default=[], type=Path)
+    nodes.set_defaults(handler=cmd_nodes)
+
+    batch = sub.add_parser("batch", help="run a workflow once per row of a job matrix (resumable)",
+                           description="Run a workflow once per row of a job matrix (prompt x seed "
+                           "x parameter); resumable: re-running skips the jobs already done.")
+    add_batch_arguments(batch)
+    batch.set_defaults(handler=cmd_batch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reelgraph", description="Reelgraph headless commands. "
+                                     "Run without a command to open the studio.")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        return cmd_run(args)
-    if args.command == "validate":
-        return cmd_validate(args)
-    if args.command == "nodes":
-        return cmd_nodes(args)
-    return EXIT_INVALID
+    return args.handler(args)
 
 
-def _print_problems(exc: WorkflowError) -> None:
-    head = f"{exc.source}: " if exc.source else ""
-    print(f"{head}invalid workflow ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}):",
-          file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  - {problem}", file=sys.stderr)
-
+# ---- run -------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine import bundle
+    from engine.config import load_settings
+    from engine.context import InterruptFlag
+    from engine.document import load_workflow
     from engine.runtime import make_executor
 
     settings = load_settings()
     settings.node_packs = [*settings.node_packs, *map(str, args.node_pack)]
     out_dir = (args.out or Path(settings.output_dir)).resolve()
     settings.output_dir = str(out_dir)
+    try:
+        path = bundle.find_workflow(args.workflow)
+        workflow = load_workflow(path)
+    except WorkflowError as exc:
+        print_problems(exc, str(args.workflow))
+        return EXIT_INVALID
     executor = make_executor(settings, use_disk_cache=not args.no_cache)
     for error in executor.registry.pack_errors:
         print(f"warning: node pack: {error}", file=sys.stderr)
-    try:
-        workflow = load_workflow(args.workflow)
-        workflow = apply_overrides(workflow, args.overrides, executor.registry)
-        executor.plan(workflow, args.target)  # validate before anything runs
-    except WorkflowError as exc:
-        exc.source = exc.source or str(args.workflow)
-        _print_problems(exc)
-        return EXIT_INVALID
-
+    request = RunRequest(workflow, tuple(args.target) if args.target else None,
+                         tuple(args.overrides), CachePolicy.OFF if args.no_cache else CachePolicy.USE,
+                         str(out_dir), source=str(path))
     interrupt = InterruptFlag()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupt.set())
     bar = _ProgressBar(enabled=not args.quiet)
     try:
-        report = executor.run(workflow, targets=args.target, output_dir=out_dir,
-                              use_cache=not args.no_cache, on_event=bar.on_event, interrupt=interrupt)
+        report = executor.run(request, on_event=bar.on_event, interrupt=interrupt)
+    except WorkflowError as exc:
+        print_problems(exc, str(path))
+        return EXIT_INVALID
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
+    write_report(report, args.report or out_dir / "report.json",
+                 workflow=str(path), overrides=list(args.overrides), output_dir=str(out_dir))
+    return finish_message(report, out_dir)
+
+
+def write_report(report: RunReport, path: Path, **context: Any) -> None:
+    from engine.atomic_files import atomic_write_text
+
     data = report.to_json()
-    data.update({"workflow": str(args.workflow), "overrides": list(args.overrides),
-                 "output_dir": str(out_dir)})
-    report_path = args.report or out_dir / "report.json"
-    atomic_write_text(Path(report_path), json.dumps(data, indent=2) + "\n")
-    if report.status == "done":
-        n_exec = sum(1 for n in report.nodes.values() if n["status"] == "executed")
-        n_cached = sum(1 for n in report.nodes.values() if n["status"] == "cached")
-        print(f"done in {report.seconds:.2f} s: {n_exec} executed, {n_cached} cached; "
-              f"{len(report.outputs)} output file(s) in {out_dir}", file=sys.stderr)
+    data.update(context)
+    atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def finish_message(report: RunReport, out_dir: Path) -> int:
+    """Print how the run ended; returns the exit code."""
+    if report.status is RunStatus.DONE:
+        print(f"{report.summary()}; {len(report.outputs)} output file(s) in {out_dir}", file=sys.stderr)
         for path in report.outputs:
             print(path)
         return EXIT_OK
-    err = report.error or {}
-    if report.status == "interrupted":
-        print(f"interrupted ({err.get('message', '')}); finished nodes stay cached", file=sys.stderr)
+    if report.status is RunStatus.INTERRUPTED:
+        print(f"interrupted ({report.error}); finished nodes stay cached", file=sys.stderr)
     else:
-        print(f"error: node {err.get('node_id')!r} ({err.get('node_type')}) failed: "
-              f"{err.get('message')}", file=sys.stderr)
+        print(f"error: {report.error}", file=sys.stderr)
     return EXIT_FAILED
 
 
+# ---- validate and nodes ------------------------------------------------------------------------
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from engine import bundle
+    from engine.config import load_settings
+    from engine.document import load_workflow
     from engine.registry import default_registry
+    from engine.validation import validate
 
     settings = load_settings()
     registry = default_registry([*settings.node_packs, *map(str, args.node_pack)])
     status = EXIT_OK
-    for path in args.workflows:
+    for given in args.workflows:
         try:
+            path = bundle.find_workflow(given)
             workflow = load_workflow(path)
             problems = validate(workflow, registry)
             if problems:
                 raise WorkflowError(problems, source=str(path))
             print(f"{path}: ok ({len(workflow.nodes)} nodes, {len(workflow.links)} links)")
         except WorkflowError as exc:
-            exc.source = exc.source or str(path)
-            _print_problems(exc)
+            print_problems(exc, str(given))
             status = EXIT_INVALID
     return status
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    from engine.config import load_settings
     from engine.registry import default_registry
 
     settings = load_settings()
@@ -160,7 +188,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 class _ProgressBar:
-    """A one-line progress bar on stderr fed by run events (tqdm when attached to a terminal)."""
+    """A one-line progress bar on stderr fed by run events (tqdm when attached to a terminal);
+    node failures and warnings are printed as they happen, whether or not the bar shows."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and sys.stderr.isatty()
@@ -177,14 +206,23 @@ class _ProgressBar:
         if isinstance(event, (NodeStarted, NodeCached)):
             self.current = f"{event.node_id} ({event.node_type})"
         if isinstance(event, NodeFailed):
-            print(f"\nnode {event.node_id!r} ({event.node_type}) failed: {event.message}", file=sys.stderr)
+            self.write(f"node {event.node_id!r} ({event.node_type}) failed: {event.message}")
+        if isinstance(event, LogMessage) and event.level in (LogLevel.WARNING, LogLevel.ERROR):
+            where = f"node {event.node_id!r}: " if event.node_id else ""
+            self.write(f"{event.level.value}: {where}{event.message}")
         if self.bar is not None and isinstance(event, (NodeStarted, NodeProgress, NodeDone, NodeCached)):
             self.bar.set_description_str(self.current, refresh=False)
             self.bar.n = int(1000 * (overall or 0.0))
             self.bar.refresh()
         if isinstance(event, RunFinished) and self.bar is not None:
-            self.bar.n = 1000 if event.status == "done" else self.bar.n
+            self.bar.n = 1000 if event.status is RunStatus.DONE else self.bar.n
             self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -27,7 +27,8 @@ class Settings:
     cache_dir: str = ""
     output_dir: str = ""
     input_dir: str = ""
-    ram_cache_bytes: int = 0  # 0 = automatic
+    ram_cache_bytes: int = 0  # results kept in RAM; 0 = automatic
+    model_ram_bytes: int = 0  # loaded models kept in RAM between runs; 0 = automatic
     disk_cache_bytes: int = 20 << 30
     device: str = ""  # "" = automatic (cuda when present)
 
@@ -40,6 +41,8 @@ class Settings:
             self.input_dir = str(Path.cwd())
         if not self.ram_cache_bytes:
             self.ram_cache_bytes = _default_ram_budget()
+        if not self.model_ram_bytes:
+            self.model_ram_bytes = _default_model_budget()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,15 +83,24 @@ def load_settings(path: Path | None = None) -> Settings:
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
-    from engine.document import atomic_write_text
+    from engine.atomic_files import atomic_write_text
 
     atomic_write_text(path or config_path(), json.dumps(settings.to_json(), indent=2) + "\n")
 
 
-def _default_ram_budget() -> int:
-    """Half of physical memory, at most 32 GiB: models and latents share it."""
+def physical_memory() -> int:
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return int(min(total // 2, 32 << 30))
+        return 8 << 30
+
+
+def _default_ram_budget() -> int:
+    """Results (latents, frames): a quarter of physical memory, at most 16 GiB."""
+    return int(min(physical_memory() // 4, 16 << 30))
+
+
+def _default_model_budget() -> int:
+    """Loaded models: 60 % of physical memory, so two 14B-class experts and a text encoder stay
+    side by side on a 64 GB machine, with room left for results and the run itself."""
+    return int(physical_memory() * 0.6)

@@ -54,17 +54,41 @@ class ExecutionContext:
     node_id: str
     node_type: str
     run_id: str
-    device: Any  # torch.device, kept untyped so the engine core imports without torch
+    # a torch.device, or a zero-argument callable giving one: the executor passes a callable so
+    # that nodes which never ask for the device (constants, text, files) never import torch
+    device_source: Any
     output_dir: Path
     temp_dir: Path
     cache_dir: Path
     interrupt: InterruptFlag
     report_progress: Callable[[float, str, Any], None]
-    workflow_json: dict[str, Any] = field(default_factory=dict)
+    # the workflow being run, as JSON (save nodes embed it), or a zero-argument callable giving it:
+    # the executor builds it only if a node asks
+    workflow_source: Any = field(default_factory=dict)
     model_paths: Any = None  # engine.models.paths.ModelPaths when available
     settings: dict[str, Any] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    log_sink: Callable[[str, str], None] | None = None  # (level, message) -> the run's log
+
+    @property
+    def device(self) -> Any:
+        """The torch.device models run on (resolved on first use)."""
+        if callable(self.device_source):
+            self.device_source = self.device_source()
+        return self.device_source
+
+    @property
+    def workflow_json(self) -> dict[str, Any]:
+        if callable(self.workflow_source):
+            self.workflow_source = self.workflow_source()
+        return self.workflow_source
+
+    def log(self, level: str, message: str) -> None:
+        """Say something to the user: it reaches the CLI, the report, the studio's log and the
+        batch manifest, tagged with this node. `level` is debug, info, warning or error."""
+        if self.log_sink is not None:
+            self.log_sink(level, message)
 
     def check_interrupt(self) -> None:
         """Raise `Interrupted` if a stop was requested. Long nodes call this at least once a step."""

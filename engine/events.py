@@ -1,8 +1,12 @@
 """Run events: the one stream that the CLI progress bar, the studio and tests all consume.
 
 Events are small picklable dataclasses so a worker process can send them over a pipe unchanged.
-Per node the order is: queued -> (cached | running, progress*, done | failed). A run opens with
-`RunStarted` and always closes with exactly one `RunFinished`, whatever happened.
+A run opens with `RunStarted`, which carries the whole plan (every node of the run's scope and
+what it will do: executed, cached, not_needed, bypassed), and always closes with exactly one
+`RunFinished` carrying the typed `RunReport`, whatever happened. In between, per node that does
+something: `NodeCached`, or `NodeStarted`, `NodeProgress`*, then `NodeDone` or `NodeFailed`;
+`NodeSkipped` for a target behind a muted node; `LogMessage` for what nodes and the cache say.
+Nodes that are not needed get no event of their own: the plan in `RunStarted` says it once.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
+
+from engine.run_api import LogLevel, RunReport, RunStatus
 
 
 @dataclass
@@ -28,13 +34,8 @@ class Event:
 
 @dataclass
 class RunStarted(Event):
-    node_ids: list[str] = field(default_factory=list)  # planned nodes, in execution order
-
-
-@dataclass
-class NodeQueued(Event):
-    node_id: str = ""
-    node_type: str = ""
+    node_ids: list[str] = field(default_factory=list)  # nodes that will run or be read, in order
+    plan: dict[str, str] = field(default_factory=dict)  # every scope node -> planned NodeStatus value
 
 
 @dataclass
@@ -86,16 +87,20 @@ class NodeSkipped(Event):
 
 @dataclass
 class LogMessage(Event):
-    level: str = "info"
+    level: LogLevel = LogLevel.INFO
     message: str = ""
     node_id: str | None = None
 
 
 @dataclass
 class RunFinished(Event):
-    status: str = "done"  # done | failed | interrupted | crashed
-    report: dict[str, Any] = field(default_factory=dict)
+    status: RunStatus = RunStatus.DONE
+    report: RunReport | None = None  # None only when a supervisor closes a run it never heard of
     error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.kind, "run_id": self.run_id, "status": self.status.value,
+                "error": self.error, "report": self.report.to_json() if self.report else None}
 
 
 EventSink = Callable[[Event], None]

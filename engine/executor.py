@@ -1,67 +1,47 @@
-"""The executor: validate, plan, and run only what the requested outputs need.
+"""The executor: plan a run (engine.planner), then do exactly what the plan says.
 
-Plan: targets (given node ids, or every output node) -> their upstream closure -> validation of
-that scope -> a deterministic topological order (networkx) -> signatures. Run: each node is either
-served from the cache (`cached`), passed through (`bypass`), or executed with a fresh
-ExecutionContext (`executed`). Intermediate values are released as soon as their last consumer
-has run, so long graphs do not pin every video in memory.
+Per node of the plan's scope, in topological order: a node planned `not_needed` is not touched; a
+`cached` one is read from the cache (checksum verified); an `executed` one runs with a fresh
+ExecutionContext; a `bypassed` one passes an input through. Values are released as soon as their
+last reader has finished, so long graphs do not pin every video in memory.
 
 Invariants:
 - A failure never loses work: every node that finished is cached before the failing one ran, so a
   re-run resumes from there.
-- Exactly one RunFinished event closes every run, whatever happened.
+- Exactly one RunFinished event closes every run that got past validation (an invalid run gets one
+  too, then WorkflowError is raised to an in-process caller).
+- A cache read that fails after planning (entry evicted by another process, damaged on disk,
+  output files deleted) is not an error: that node runs after all, and so does whatever it needs
+  that has no value yet.
 - The interrupt flag is checked before each node and by nodes inside their loops.
+- Nothing here imports torch: a fully cached re-run never pays for it; the device is resolved the
+  first time a node asks for it.
 """
 
 from __future__ import annotations
 
+import platform
 import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import networkx as nx
-
-from engine.cache import ResultCache
+from engine.cache import NullCache, ResultCache
 from engine.context import ExecutionContext, InterruptFlag
-from engine.document import Workflow
-from engine.errors import Interrupted, NodeError, NodeExecutionError, Problem, WorkflowError
+from engine.document import Workflow, workflow_from_json
+from engine.errors import Interrupted, NodeError, NodeExecutionError, WorkflowError
 from engine.events import (EventSink, LogMessage, NodeCached, NodeDone, NodeFailed, NodeProgress,
-                           NodeQueued, NodeSkipped, NodeStarted, ProgressThrottle, RunFinished,
-                           RunStarted, null_sink)
+                           NodeSkipped, NodeStarted, ProgressThrottle, RunFinished, RunStarted,
+                           null_sink)
+from engine.file_identity import FileHasher
 from engine.input_files import locate_input_file
+from engine.planner import Plan, Planner
 from engine.registry import NodeRegistry
-from engine.signature import compute_signatures, stat_fingerprint
+from engine.run_api import (CachePolicy, LogEntry, LogLevel, NodeRecord, NodeStatus, RunError,
+                            RunReport, RunRequest, RunStatus)
 from engine.sockets import SocketType
-from engine.validation import check, dependency_graph, upstream_closure
-
-
-@dataclass
-class Plan:
-    order: list[str]  # nodes to run, topologically sorted
-    targets: list[str]
-    skipped: dict[str, str] = field(default_factory=dict)  # target id -> reason
-
-
-@dataclass
-class RunReport:
-    run_id: str
-    status: str = "done"  # done | failed | interrupted
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    error: dict[str, Any] | None = None
-    values: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # targets' outputs
-
-    def to_json(self) -> dict[str, Any]:
-        out = {"run_id": self.run_id, "status": self.status, "seconds": round(self.seconds, 4),
-               "nodes": self.nodes, "outputs": self.outputs}
-        if self.error:
-            out["error"] = self.error
-        return out
 
 
 class Executor:
@@ -69,96 +49,121 @@ class Executor:
 
     def __init__(self, registry: NodeRegistry, cache: ResultCache | None = None, *,
                  device: Any = None, model_paths: Any = None, settings: dict[str, Any] | None = None,
-                 temp_dir: Path | None = None):
+                 temp_dir: Path | None = None, hasher: FileHasher | None = None):
         self.registry = registry
         self.cache = cache if cache is not None else ResultCache(disk_dir=None)
-        self.device = device if device is not None else _default_device()
+        self._device = device
         self.model_paths = model_paths
         self.settings = dict(settings or {})
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="reelgraph-"))
+        self.hasher = hasher or FileHasher()
+        self.planner = Planner(registry, self._fingerprint, self.environment)
+
+    # ---- environment ---------------------------------------------------------------------
+    @property
+    def device(self) -> Any:
+        """The torch.device models run on (resolved, importing torch, on first use)."""
+        if self._device is None:
+            from engine.devices import pick_device
+
+            self._device = pick_device(self.settings.get("device") or None)
+        return self._device
+
+    def environment(self) -> dict[str, Any]:
+        """What enters every cache key besides the graph: device kind and library versions."""
+        from engine.environment import describe
+
+        env = describe(str(self._device) if self._device is not None else
+                       str(self.settings.get("device") or ""))
+        return env.to_json()
 
     # ---- planning --------------------------------------------------------------------------
-    def plan(self, workflow: Workflow, targets: Iterable[str] | None = None) -> Plan:
-        if targets is None:
-            targets = [nid for nid, node in workflow.nodes.items()
-                       if node.mode == "normal" and (spec := self.registry.spec(node.type))
-                       and spec.is_output]
-        targets = list(targets)
-        missing = [t for t in targets if t not in workflow.nodes]
-        if missing:
-            raise WorkflowError([Problem("unknown_target", "no such node to run", t) for t in missing])
-        graph = dependency_graph(workflow)
-        skipped: dict[str, str] = {}
-        runnable = []
-        for target in targets:
-            muted = sorted(n for n in upstream_closure(graph, [target])
-                           if workflow.nodes[n].mode == "mute")
-            if muted:
-                skipped[target] = f"depends on muted node {muted[0]!r}"
-            else:
-                runnable.append(target)
-        scope = upstream_closure(graph, runnable)
-        check(workflow, self.registry, scope)
-        order = list(nx.lexicographical_topological_sort(graph.subgraph(scope)))
-        return Plan(order, runnable, skipped)
+    def plan(self, workflow: Workflow, targets: Iterable[str] | None = None,
+             output_dir: str | Path | None = None, use_cache: bool = True) -> Plan:
+        """The plan of a run (raises WorkflowError if the workflow cannot run)."""
+        out_dir = self._output_dir(output_dir)
+        return self.planner.plan(workflow, targets, str(out_dir),
+                                 self.cache.present if use_cache else None)
+
+    def _output_dir(self, output_dir: str | Path | None) -> Path:
+        return Path(output_dir or self.settings.get("output_dir") or "output").resolve()
 
     # ---- running ---------------------------------------------------------------------------
-    def run(self, workflow: Workflow, *, targets: Iterable[str] | None = None,
-            output_dir: str | Path | None = None, use_cache: bool = True,
-            on_event: EventSink = null_sink, interrupt: InterruptFlag | None = None,
-            run_id: str | None = None) -> RunReport:
-        """Run the graph. Raises WorkflowError if invalid; otherwise returns a report (never raises
-        for node failures or interrupts: they are in the report and the events)."""
-        run_id = run_id or uuid.uuid4().hex[:12]
-        interrupt = interrupt or InterruptFlag()
+    def run(self, request: RunRequest | Workflow | dict[str, Any], *,
+            targets: Iterable[str] | None = None, output_dir: str | Path | None = None,
+            use_cache: bool = True, on_event: EventSink = null_sink,
+            interrupt: InterruptFlag | None = None, run_id: str | None = None) -> RunReport:
+        """Run a RunRequest (or a workflow with the same fields as keywords). Raises
+        WorkflowError if the workflow is invalid, after closing the run with an `invalid`
+        RunFinished; otherwise returns the report (node failures and interrupts are in it)."""
+        if not isinstance(request, RunRequest):
+            request = RunRequest(request, tuple(targets) if targets is not None else None,
+                                 cache=CachePolicy.USE if use_cache else CachePolicy.OFF,
+                                 output_dir=str(output_dir) if output_dir is not None else None,
+                                 run_id=run_id)
+        run_id = request.run_id or uuid.uuid4().hex[:12]
         started = time.perf_counter()
-        report = RunReport(run_id)
+        cache = self.cache if request.use_cache else NullCache()
+        out_dir = self._output_dir(request.output_dir)
         try:
-            plan = self.plan(workflow, targets)
+            workflow = self._prepare(request)
+            plan = self.planner.plan(workflow, request.targets, str(out_dir),
+                                     cache.present if request.use_cache else None)
         except WorkflowError as exc:
-            on_event(RunFinished(run_id, status="invalid", error=str(exc),
-                                 report={"problems": [p.to_json() for p in exc.problems]}))
+            exc.source = exc.source or request.source
+            report = RunReport.refused(run_id, exc.problems, str(exc))
+            report.seconds = time.perf_counter() - started
+            on_event(RunFinished(run_id, RunStatus.INVALID, report, str(exc)))
             raise
-        out_dir = Path(output_dir or self.settings.get("output_dir") or "output").resolve()
-        output_nodes = {nid for nid in plan.order if self.registry.spec(workflow.nodes[nid].type).is_output}
-        signatures = compute_signatures(workflow, self.registry, plan.order, self._fingerprint,
-                                        extra={nid: str(out_dir) for nid in output_nodes})
-        on_event(RunStarted(run_id, node_ids=list(plan.order)))
-        for target, reason in plan.skipped.items():
-            report.nodes[target] = {"type": workflow.nodes[target].type, "status": "skipped",
-                                    "seconds": 0.0, "reason": reason}
-            on_event(NodeSkipped(run_id, target, workflow.nodes[target].type, reason))
-        for nid in plan.order:
-            on_event(NodeQueued(run_id, nid, workflow.nodes[nid].type))
-
-        runner = _Run(self, workflow, plan, signatures, out_dir, use_cache, on_event, interrupt,
-                      report)
+        report = RunReport(run_id)
+        runner = _Run(self, cache, workflow, plan, out_dir, on_event,
+                      interrupt or InterruptFlag(), report)
+        runner.announce()
         try:
             runner.execute_all()
         except Interrupted as exc:
-            report.status = "interrupted"
-            report.error = {"node_id": exc.node_id, "message": str(exc)}
+            report.status = RunStatus.INTERRUPTED
+            report.error = RunError(str(exc), exc.node_id,
+                                    workflow.nodes[exc.node_id].type if exc.node_id else None)
         except NodeExecutionError as exc:
-            report.status = "failed"
-            report.error = {"node_id": exc.node_id, "node_type": exc.node_type,
-                            "message": exc.message, "traceback": exc.traceback_text}
+            report.status = RunStatus.FAILED
+            report.error = RunError(exc.message, exc.node_id, exc.node_type, exc.traceback_text)
+        runner.close_records()
         report.values = {t: runner.values[t] for t in plan.targets if t in runner.values}
         report.seconds = time.perf_counter() - started
-        error_text = report.error["message"] if report.error else ""
-        on_event(RunFinished(run_id, status=report.status, report=report.to_json(), error=error_text))
+        on_event(RunFinished(run_id, report.status, report.detached(),
+                             str(report.error.message) if report.error else ""))
         return report
 
+    def _prepare(self, request: RunRequest) -> Workflow:
+        workflow = request.workflow
+        if isinstance(workflow, dict):
+            workflow = workflow_from_json(workflow, source=request.source)
+        if request.overrides:
+            from engine.overrides import apply_overrides
+
+            workflow = apply_overrides(workflow, list(request.overrides), self.registry)
+        return workflow
+
+    # ---- files -----------------------------------------------------------------------------
     def _fingerprint(self, file_kind: str, value: str) -> Any:
+        """The content identity of the file an input names (None when it does not resolve)."""
         if not value:
             if file_kind == "input" or self.model_paths is None:
                 return None
             try:  # nothing chosen: the node may fall back to what the folder offers
-                return [[name, stat_fingerprint(self.model_paths.resolve(file_kind, name))]
+                return [[name, self._content_hash(self.model_paths.resolve(file_kind, name))]
                         for name in self.model_paths.list(file_kind)]
             except Exception:
                 return None
         path = self.resolve_file(file_kind, value)
-        return stat_fingerprint(path) if path is not None else None
+        return self._content_hash(path) if path is not None else None
+
+    def _content_hash(self, path: Path) -> str | None:
+        try:
+            return self.hasher.sha256(path)
+        except OSError:
+            return None
 
     def resolve_file(self, file_kind: str, value: str) -> Path | None:
         if file_kind == "input":
@@ -172,116 +177,128 @@ class Executor:
 
 
 class _Run:
-    """State of one run: values in flight, consumer counts, progress bookkeeping."""
+    """State of one run: values in flight, readers left per value, progress bookkeeping."""
 
-    def __init__(self, executor: Executor, workflow: Workflow, plan: Plan, signatures: dict[str, str],
-                 out_dir: Path, use_cache: bool, on_event: EventSink, interrupt: InterruptFlag,
-                 report: RunReport):
-        self.ex, self.wf, self.plan, self.sigs = executor, workflow, plan, signatures
-        self.out_dir, self.use_cache, self.emit, self.interrupt = out_dir, use_cache, on_event, interrupt
+    def __init__(self, executor: Executor, cache: ResultCache, workflow: Workflow, plan: Plan,
+                 out_dir: Path, on_event: EventSink, interrupt: InterruptFlag, report: RunReport):
+        self.ex, self.cache, self.wf, self.plan = executor, cache, workflow, plan
+        self.sigs = plan.signatures
+        self.out_dir, self.emit, self.interrupt = out_dir, on_event, interrupt
         self.report = report
         self.values: dict[str, dict[str, Any]] = {}
-        self.incoming = workflow.incoming()
-        self.remaining_consumers = {nid: 0 for nid in plan.order}
-        for link in workflow.links:
-            if link.to_node in self.remaining_consumers and link.from_node in self.remaining_consumers:
-                self.remaining_consumers[link.from_node] += 1
+        self.incoming = plan.index.incoming
+        self.targets = set(plan.targets)
+        # how many planned readers each value still has; a value is dropped when it reaches 0
+        self.readers: dict[str, int] = {}
+        actions = plan.actions
+        for nid in plan.scope:
+            if actions[nid] is NodeStatus.EXECUTED or actions[nid] is NodeStatus.BYPASSED:
+                for parent in plan.index.parents.get(nid, ()):
+                    self.readers[parent] = self.readers.get(parent, 0) + 1
         self.throttle = ProgressThrottle()
-        self.workflow_json = workflow.to_json()  # once per run: nodes embed it in their outputs
-        self.provenance: dict[str, Any] = run_provenance(executor.device)
-        self.total = max(1, len(plan.order))
+        self._workflow_json: dict[str, Any] | None = None  # built once, only if a node runs
+        self.provenance: dict[str, Any] = run_provenance(executor)
+        self.total = max(1, sum(1 for nid in plan.scope if actions[nid] is not NodeStatus.NOT_NEEDED))
         self.finished = 0
+
+    @property
+    def workflow_json(self) -> dict[str, Any]:
+        if self._workflow_json is None:
+            self._workflow_json = self.wf.to_json()
+        return self._workflow_json
+
+    def announce(self) -> None:
+        plan, nodes, records = self.plan, self.wf.nodes, self.report.nodes
+        self.cache.begin_run()
+        for nid in plan.scope:
+            if plan.actions[nid] is NodeStatus.NOT_NEEDED:
+                records[nid] = NodeRecord(nodes[nid].type, NodeStatus.NOT_NEEDED)
+        self.emit(RunStarted(self.report.run_id, node_ids=plan.order,
+                             plan={nid: plan.actions[nid].value for nid in plan.scope}))
+        if self.ex.cache.disk_error and self.cache is self.ex.cache:
+            self.log(None, LogLevel.WARNING, self.ex.cache.disk_error)
+        for target, reason in plan.skipped.items():
+            node_type = nodes[target].type
+            records[target] = NodeRecord(node_type, NodeStatus.SKIPPED, reason=reason)
+            self.emit(NodeSkipped(self.report.run_id, target, node_type, reason))
 
     def overall(self, fraction: float = 0.0) -> float:
         return min(1.0, (self.finished + fraction) / self.total)
 
+    # ---- the walk ----------------------------------------------------------------------------
     def execute_all(self) -> None:
-        for nid in self.plan.order:
+        actions = self.plan.actions
+        for nid in self.plan.scope:
+            action = actions[nid]
+            if action is NodeStatus.NOT_NEEDED:
+                continue
             if self.interrupt.is_set():
                 raise Interrupted(nid)
-            self.execute_one(nid)
+            if action is NodeStatus.CACHED:
+                if not self.read_cached(nid):
+                    self.recover(nid)
+            elif action is NodeStatus.BYPASSED:
+                self.bypass(nid)
+            else:
+                self.execute(nid)
             self.finished += 1
-            self.release_inputs(nid)
+            if action is not NodeStatus.CACHED:
+                self.release_inputs(nid)
 
     def release_inputs(self, nid: str) -> None:
-        for link in self.incoming.get(nid, {}).values():
-            src = link.from_node
-            if src in self.remaining_consumers:
-                self.remaining_consumers[src] -= 1
-                if self.remaining_consumers[src] <= 0 and src not in self.plan.targets:
-                    self.values.pop(src, None)
+        readers = self.readers
+        for parent in self.plan.index.parents.get(nid, ()):
+            left = readers.get(parent, 0) - 1
+            readers[parent] = left
+            if left <= 0 and parent not in self.targets:
+                self.values.pop(parent, None)
 
-    def execute_one(self, nid: str) -> None:
-        node = self.wf.nodes[nid]
-        node_cls = self.ex.registry.get(node.type)
-        spec = node_cls.spec
-        key = self.sigs[nid]
-        inputs = self.gather_inputs(nid, spec)
-        if node.mode == "bypass":
-            self.values[nid] = self.bypass_outputs(nid, spec, inputs)
-            self.report.nodes[nid] = {"type": spec.name, "status": "bypassed", "seconds": 0.0}
-            self.emit(NodeDone(self.report.run_id, nid, spec.name, 0.0, self.overall()))
-            return
-        if self.use_cache and spec.cacheable:
-            cached = self.ex.cache.get(key)
-            if cached is not None and _files_exist(cached):
-                self.values[nid] = cached["outputs"]
-                self.record_models(nid, self.values[nid])
-                files = cached.get("files", [])
-                self.report.outputs.extend(files)
-                self.report.nodes[nid] = {"type": spec.name, "status": "cached", "seconds": 0.0}
-                if files:
-                    self.report.nodes[nid]["files"] = files
-                self.emit(NodeCached(self.report.run_id, nid, spec.name, self.overall(1.0)))
-                return
+    def recover(self, nid: str) -> None:
+        """`nid` was planned as cached but its entry is gone: run it, reading or running first
+        every node it needs that has no value now (in topological order)."""
+        self.total += 1
+        to_run, stack = {nid}, [nid]
+        while stack:
+            for parent in self.plan.index.parents.get(stack.pop(), ()):
+                if parent in self.values or parent in to_run:
+                    continue
+                if self.wf.nodes[parent].mode != "bypass" and self.read_cached(parent):
+                    continue
+                to_run.add(parent)
+                stack.append(parent)
+                self.total += 1
+        for other in self.plan.scope:
+            if other in to_run:
+                if self.interrupt.is_set():
+                    raise Interrupted(other)
+                self.bypass(other) if self.wf.nodes[other].mode == "bypass" else self.execute(other)
+                if other != nid:
+                    self.finished += 1
 
-        ctx = self.make_context(nid, spec.name)
-        self.emit(NodeStarted(self.report.run_id, nid, spec.name, self.overall()))
-        t0 = time.perf_counter()
-        try:
-            outputs = node_cls.execute(ctx, **inputs)
-            outputs = self.check_outputs(nid, spec, outputs)
-        except Interrupted:
-            raise
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, NodeError) else f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, NodeError) and exc.input:
-                message = f"input {exc.input!r}: {message}"
-            tb = traceback.format_exc()
-            self.report.nodes[nid] = {"type": spec.name, "status": "failed",
-                                      "seconds": round(time.perf_counter() - t0, 6)}
-            self.emit(NodeFailed(self.report.run_id, nid, spec.name, message, tb))
-            raise NodeExecutionError(nid, spec.name, message, tb) from exc
-        seconds = time.perf_counter() - t0
-        files = [str(p) for p in ctx.files]
-        self.values[nid] = outputs
-        self.record_models(nid, outputs)
-        if spec.cacheable:
-            self.ex.cache.put(key, {"outputs": outputs, "files": files}, seconds)
+    # ---- one node ----------------------------------------------------------------------------
+    def read_cached(self, nid: str) -> bool:
+        node_type = self.wf.nodes[nid].type
+        if not self.ex.registry.spec(node_type).cacheable:
+            return False
+        entry = self.cache.get(self.sigs[nid], warn=lambda text: self.log(nid, LogLevel.WARNING, text))
+        if entry is None:
+            return False
+        files = entry.get("files", []) if isinstance(entry, dict) else []
+        if not all(Path(f).exists() for f in files):
+            self.log(nid, LogLevel.INFO, "its output files were moved or deleted; running it again")
+            return False
+        self.values[nid] = entry["outputs"]
+        self.record_models(nid, self.values[nid])
         self.report.outputs.extend(files)
-        self.report.nodes[nid] = {"type": spec.name, "status": "executed", "seconds": round(seconds, 6)}
-        if files:
-            self.report.nodes[nid]["files"] = files
-        self.emit(NodeDone(self.report.run_id, nid, spec.name, seconds, self.overall(1.0), files))
+        self.report.nodes[nid] = NodeRecord(node_type, NodeStatus.CACHED, files=list(files))
+        self.emit(NodeCached(self.report.run_id, nid, node_type, self.overall(1.0)))
+        return True
 
-    def gather_inputs(self, nid: str, spec) -> dict[str, Any]:
-        node = self.wf.nodes[nid]
-        linked = self.incoming.get(nid, {})
-        inputs: dict[str, Any] = {}
-        for ispec in spec.inputs:
-            link = linked.get(ispec.name)
-            if link is not None:
-                value = self.values[link.from_node].get(link.from_output)
-            else:
-                value = node.inputs.get(ispec.name, ispec.default)
-            if ispec.type == SocketType.FLOAT and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            inputs[ispec.name] = value
-        return inputs
-
-    def bypass_outputs(self, nid: str, spec, inputs: dict[str, Any]) -> dict[str, Any]:
+    def bypass(self, nid: str) -> None:
         """A bypassed node passes, for each output, the first linked input of the same type."""
-        linked = self.incoming.get(nid, {})
+        spec = self.ex.registry.spec(self.wf.nodes[nid].type)
+        inputs = self.gather_inputs(nid, spec)
+        linked = self.incoming.get(nid) or {}
         outputs = {}
         for ospec in spec.outputs:
             source = next((i for i in spec.inputs if i.type == ospec.type and i.name in linked), None)
@@ -290,17 +307,58 @@ class _Run:
                                          f"{ospec.type.value} can stand in for output "
                                          f"{ospec.name!r}; un-bypass it or link one")
             outputs[ospec.name] = inputs[source.name]
-        return outputs
+        self.values[nid] = outputs
+        self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.BYPASSED)
+        self.emit(NodeDone(self.report.run_id, nid, spec.name, 0.0, self.overall(1.0)))
 
-    def check_outputs(self, nid: str, spec, outputs: Any) -> dict[str, Any]:
-        if outputs is None and not spec.outputs:
-            return {}
-        if not isinstance(outputs, dict):
-            raise TypeError(f"execute returned {type(outputs).__name__}, expected a dict of outputs")
-        missing = [o.name for o in spec.outputs if o.name not in outputs]
-        if missing:
-            raise TypeError(f"execute did not return output(s) {missing}")
-        return outputs
+    def execute(self, nid: str) -> None:
+        node_cls = self.ex.registry.get(self.wf.nodes[nid].type)
+        spec = node_cls.spec
+        inputs = self.gather_inputs(nid, spec)
+        ctx = self.make_context(nid, spec.name)
+        self.emit(NodeStarted(self.report.run_id, nid, spec.name, self.overall()))
+        t0 = time.perf_counter()
+        try:
+            outputs = check_outputs(spec, node_cls.execute(ctx, **inputs))
+        except Interrupted:
+            self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.INTERRUPTED,
+                                                time.perf_counter() - t0)
+            raise
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, NodeError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, NodeError) and exc.input:
+                message = f"input {exc.input!r}: {message}"
+            tb = traceback.format_exc()
+            self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.FAILED,
+                                                time.perf_counter() - t0, reason=message)
+            self.emit(NodeFailed(self.report.run_id, nid, spec.name, message, tb))
+            raise NodeExecutionError(nid, spec.name, message, tb) from exc
+        seconds = time.perf_counter() - t0
+        files = [str(p) for p in ctx.files]
+        self.values[nid] = outputs
+        self.record_models(nid, outputs)
+        if spec.cacheable:
+            self.cache.put(self.sigs[nid], {"outputs": outputs, "files": files}, seconds,
+                           warn=lambda text: self.log(nid, LogLevel.WARNING, text))
+        self.report.outputs.extend(files)
+        self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.EXECUTED, seconds, files)
+        self.emit(NodeDone(self.report.run_id, nid, spec.name, seconds, self.overall(1.0), files))
+
+    def gather_inputs(self, nid: str, spec: Any) -> dict[str, Any]:
+        literal = self.wf.nodes[nid].inputs
+        linked = self.incoming.get(nid) or {}
+        values = self.values
+        inputs: dict[str, Any] = {}
+        for ispec in spec.inputs:
+            link = linked.get(ispec.name)
+            if link is not None:
+                value = values[link.from_node].get(link.from_output)
+            else:
+                value = literal.get(ispec.name, ispec.default)
+            if ispec.type is SocketType.FLOAT and type(value) is int:
+                value = float(value)
+            inputs[ispec.name] = value
+        return inputs
 
     def make_context(self, nid: str, type_name: str) -> ExecutionContext:
         run_id = self.report.run_id
@@ -309,13 +367,29 @@ class _Run:
             if self.throttle.allow(nid, fraction, force=preview is not None):
                 self.emit(NodeProgress(run_id, nid, fraction, self.overall(fraction), message, preview))
 
+        def log(level: str, message: str) -> None:
+            self.log(nid, _level(level), message)
+
+        ex = self.ex
         return ExecutionContext(
-            node_id=nid, node_type=type_name, run_id=run_id, device=self.ex.device,
-            output_dir=self.out_dir, temp_dir=self.ex.temp_dir,
-            cache_dir=Path(self.ex.settings.get("cache_dir") or self.ex.temp_dir),
+            node_id=nid, node_type=type_name, run_id=run_id,
+            device_source=lambda: ex.device, output_dir=self.out_dir, temp_dir=ex.temp_dir,
+            cache_dir=Path(ex.settings.get("cache_dir") or ex.temp_dir),
             interrupt=self.interrupt, report_progress=report_progress,
-            workflow_json=self.workflow_json, model_paths=self.ex.model_paths,
-            settings=self.ex.settings, provenance=self.provenance)
+            workflow_source=lambda: self.workflow_json, model_paths=ex.model_paths,
+            settings=ex.settings, provenance=self.provenance, log_sink=log)
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def log(self, nid: str | None, level: LogLevel, message: str) -> None:
+        self.report.log.append(LogEntry(level, message, nid))
+        self.emit(LogMessage(self.report.run_id, level, message, nid))
+
+    def close_records(self) -> None:
+        """Nodes planned but never reached (the run stopped first) are `pending`."""
+        records, nodes = self.report.nodes, self.wf.nodes
+        for nid in self.plan.scope:
+            if nid not in records:
+                records[nid] = NodeRecord(nodes[nid].type, NodeStatus.PENDING)
 
     def record_models(self, nid: str, outputs: dict[str, Any]) -> None:
         """Note every loaded model (anything with a ModelInfo `info`) for the outputs' provenance."""
@@ -327,32 +401,31 @@ class _Run:
                     "sha256": getattr(info, "sha256", "")}
 
 
-def run_provenance(device: Any) -> dict[str, Any]:
-    """What made an output: versions and device. Models are added as the run loads them."""
-    import platform
-
-    import torch
-
-    from engine import __version__
-
-    return {"reelgraph": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(device), "models": {}}
-
-
-def _files_exist(cached: Any) -> bool:
-    files = cached.get("files", []) if isinstance(cached, dict) else []
-    return all(Path(f).exists() for f in files)
+def check_outputs(spec: Any, outputs: Any) -> dict[str, Any]:
+    if outputs is None and not spec.outputs:
+        return {}
+    if not isinstance(outputs, dict):
+        raise TypeError(f"execute returned {type(outputs).__name__}, expected a dict of outputs")
+    missing = [o.name for o in spec.outputs if o.name not in outputs]
+    if missing:
+        raise TypeError(f"execute did not return output(s) {missing}")
+    return outputs
 
 
-def _default_device() -> Any:
+def run_provenance(executor: Executor) -> dict[str, Any]:
+    """What made an output: versions and device. Models are added as the run loads them. The
+    device is named lazily (resolving it imports torch) — the environment's kind stands in."""
+    env = executor.environment()
+    versions = env["versions"]
+    return {"reelgraph": versions.get("reelgraph", ""), "torch": versions.get("torch", ""),
+            "python": platform.python_version(), "device": env["device"], "models": {}}
+
+
+def _level(level: str) -> LogLevel:
     try:
-        from engine.devices import pick_device  # written alongside the model loaders
-
-        return pick_device()
-    except ImportError:
-        import torch
-
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return LogLevel(level)
+    except ValueError:
+        return LogLevel.INFO
 
 
 __all__ = ["Executor", "Plan", "RunReport", "LogMessage"]

@@ -9,7 +9,8 @@ from typing import Any
 from engine.cache import ResultCache
 from engine.config import Settings
 from engine.executor import Executor
-from engine.registry import default_registry
+from engine.file_identity import use_store
+from engine.registry import NodeRegistry, default_registry
 
 
 def make_model_paths(settings: Settings) -> Any:
@@ -20,15 +21,30 @@ def make_model_paths(settings: Settings) -> Any:
     return default_model_paths(extra_roots=[Path(p) for p in settings.model_roots])
 
 
-def make_executor(settings: Settings, *, use_disk_cache: bool = True) -> Executor:
-    registry = default_registry(settings.node_packs)
+def make_cache(settings: Settings, *, use_disk_cache: bool = True) -> ResultCache:
     disk_dir = Path(settings.cache_dir) / "results" if use_disk_cache else None
-    cache = ResultCache(ram_budget_bytes=settings.ram_cache_bytes, disk_dir=disk_dir,
-                        disk_budget_bytes=settings.disk_cache_bytes)
-    device = None
-    if settings.device:
-        import torch
+    return ResultCache(ram_budget_bytes=settings.ram_cache_bytes, disk_dir=disk_dir,
+                       disk_budget_bytes=settings.disk_cache_bytes,
+                       model_budget_bytes=settings.model_ram_bytes)
 
-        device = torch.device(settings.device)
-    return Executor(registry, cache, device=device, model_paths=make_model_paths(settings),
-                    settings=settings.to_json())
+
+def make_executor(settings: Settings, *, use_disk_cache: bool = True,
+                  registry: NodeRegistry | None = None, cache: ResultCache | None = None) -> Executor:
+    """An executor for `settings`. The device is resolved when a node first needs it (so a
+    fully cached run never imports torch); file hashes are remembered in the cache folder."""
+    registry = registry or default_registry(settings.node_packs)
+    if cache is None:
+        cache = make_cache(settings, use_disk_cache=use_disk_cache)
+    hasher = use_store(settings.cache_dir)
+    return Executor(registry, cache, model_paths=make_model_paths(settings),
+                    settings=settings.to_json(), hasher=hasher)
+
+
+def reconfigure(executor: Executor, old: Settings, new: Settings) -> Executor:
+    """An executor for `new` settings that keeps what they did not change: the registry (and its
+    imported node packs) when the packs are the same, the cache (and the models loaded in it)
+    when the cache folder and budgets are the same."""
+    registry = executor.registry if old.node_packs == new.node_packs else None
+    same_cache = (old.cache_dir, old.ram_cache_bytes, old.model_ram_bytes, old.disk_cache_bytes) == (
+        new.cache_dir, new.ram_cache_bytes, new.model_ram_bytes, new.disk_cache_bytes)
+    return make_executor(new, registry=registry, cache=executor.cache if same_cache else None)

@@ -11,40 +11,31 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-import networkx as nx
-
 from engine.document import Workflow
 from engine.errors import Problem, WorkflowError
+from engine.graph_index import GraphIndex
 from engine.registry import NodeRegistry
 from engine.sockets import can_connect
 
 
-def dependency_graph(workflow: Workflow) -> nx.DiGraph:
-    """Directed graph node -> dependent node over the links whose ends both exist."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(workflow.nodes)
-    for link in workflow.links:
-        if link.from_node in workflow.nodes and link.to_node in workflow.nodes:
-            graph.add_edge(link.from_node, link.to_node)
-    return graph
-
-
-def validate(workflow: Workflow, registry: NodeRegistry,
-             scope: Iterable[str] | None = None) -> list[Problem]:
+def validate(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | None = None,
+             index: GraphIndex | None = None) -> list[Problem]:
+    """Every problem of the nodes in `scope` (default: all) and of the links touching them."""
     scope_set = set(workflow.nodes) if scope is None else set(scope)
+    index = index or GraphIndex(workflow)
     problems: list[Problem] = []
     problems += _check_links(workflow, registry, scope_set)
-    incoming = workflow.incoming()
+    nodes = workflow.nodes
     for nid in sorted(scope_set):
-        if nid in workflow.nodes:
-            problems += _check_node(workflow, registry, nid, incoming.get(nid, {}))
-    problems += _check_cycles(workflow, scope_set)
+        if nid in nodes:
+            problems += _check_node(workflow, registry, nid, index.links_into(nid))
+    problems += _check_cycles(index, scope_set)
     return problems
 
 
 def check(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | None = None,
-          source: str | None = None) -> None:
-    problems = validate(workflow, registry, scope)
+          source: str | None = None, index: GraphIndex | None = None) -> None:
+    problems = validate(workflow, registry, scope, index)
     if problems:
         raise WorkflowError(problems, source=source)
 
@@ -126,26 +117,14 @@ def _check_links(workflow: Workflow, registry: NodeRegistry, scope: set[str]) ->
     return problems
 
 
-def upstream_closure(graph: nx.DiGraph, targets: Iterable[str]) -> set[str]:
-    """`targets` plus everything they depend on (one multi-source walk, cycles tolerated)."""
-    seen = {t for t in targets if t in graph}
-    stack = list(seen)
-    while stack:
-        for parent in graph.predecessors(stack.pop()):
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
-
-
-def _check_cycles(workflow: Workflow, scope: set[str]) -> list[Problem]:
-    full = dependency_graph(workflow)
-    graph = full.subgraph(upstream_closure(full, scope))
+def _check_cycles(index: GraphIndex, scope: set[str]) -> list[Problem]:
+    closure = index.upstream(scope)
+    _, left_over = index.topological_order(closure)
+    if not left_over:
+        return []
     problems = []
-    for component in nx.strongly_connected_components(graph):
-        if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
-            members = sorted(component)
-            first = workflow.nodes[members[0]]
-            problems.append(Problem("cycle", "nodes form a cycle: " + " -> ".join(members),
-                                    first.id, first.type))
+    for members in index.cycles(left_over):
+        first = index.workflow.nodes[members[0]]
+        problems.append(Problem("cycle", "nodes form a cycle: " + " -> ".join(members),
+                                first.id, first.type))
     return problems

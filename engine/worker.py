@@ -6,7 +6,7 @@ pipe and executed one after another; every event the executor emits is streamed 
 
 Invariants for the caller:
 - `poll_events` never hangs on a dead worker: when the process dies, every run it still owed is
-  closed with `RunFinished(status="crashed")` naming the exit code.
+  closed with `RunFinished(status=crashed)` naming the exit code.
 - `interrupt` is cooperative (checked between nodes and inside long nodes); `stop` escalates to a
   kill and a fresh worker when the run does not end within the grace period.
 - A killed or crashed worker is replaced on the next `submit`; the caller's data is never touched.
@@ -19,9 +19,11 @@ import os
 import time
 import traceback
 import uuid
+from dataclasses import replace
 from typing import Any, Callable
 
 from engine.events import Event, LogMessage, RunFinished
+from engine.run_api import CachePolicy, LogLevel, RunError, RunReport, RunRequest, RunStatus
 
 _SPAWN = mp.get_context("spawn")
 
@@ -32,42 +34,41 @@ def _worker_main(conn: Any, interrupt_event: Any, settings_json: dict[str, Any],
     os.environ.update(env)
     from engine.config import Settings
     from engine.context import InterruptFlag
-    from engine.document import workflow_from_json
     from engine.errors import WorkflowError
-    from engine.runtime import make_executor
+    from engine.runtime import make_executor, reconfigure
 
     settings = Settings.from_json(settings_json)
     executor = make_executor(settings)
     interrupt = InterruptFlag(interrupt_event)
     send = conn.send
     for error in executor.registry.pack_errors:
-        send(LogMessage("", level="warning", message=f"node pack: {error}"))
+        send(LogMessage("", level=LogLevel.WARNING, message=f"node pack: {error}"))
     while True:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
             return  # the caller went away
-        if msg.get("cmd") == "shutdown":
+        cmd = msg.get("cmd")
+        if cmd == "shutdown":
             return
-        if msg.get("cmd") != "run":
+        if cmd == "settings":  # the studio's settings changed: apply them, keep what still fits
+            new = Settings.from_json(msg["settings"])
+            executor = reconfigure(executor, settings, new)
+            settings = new
             continue
-        run_id = msg["run_id"]
+        if cmd != "run":
+            continue
+        request: RunRequest = msg["request"]
         interrupt.clear()
         try:
-            workflow = workflow_from_json(msg["workflow"])
-        except WorkflowError as exc:
-            send(RunFinished(run_id, status="invalid", error=str(exc),
-                             report={"problems": [p.to_json() for p in exc.problems]}))
-            continue
-        try:
-            executor.run(workflow, targets=msg.get("targets"), output_dir=msg.get("output_dir"),
-                         use_cache=msg.get("use_cache", True), on_event=send, interrupt=interrupt,
-                         run_id=run_id)
+            executor.run(request, on_event=send, interrupt=interrupt)
         except WorkflowError:
             pass  # the executor already closed the run with status "invalid"
         except Exception as exc:  # an engine bug: report it, keep serving
-            send(RunFinished(run_id, status="failed", error=f"{type(exc).__name__}: {exc}",
-                             report={"traceback": traceback.format_exc()}))
+            message = f"{type(exc).__name__}: {exc}"
+            report = RunReport(request.run_id or "", RunStatus.FAILED,
+                               error=RunError(message, traceback=traceback.format_exc()))
+            send(RunFinished(request.run_id or "", RunStatus.FAILED, report, message))
 
 
 class WorkerClient:
@@ -116,7 +117,7 @@ class WorkerClient:
 
     def restart(self) -> None:
         self.kill()
-        self._reap(status="interrupted", reason="worker restarted")
+        self._reap(status=RunStatus.INTERRUPTED, reason="worker restarted")
         self.start()
 
     def close(self) -> None:
@@ -132,17 +133,33 @@ class WorkerClient:
         self._process = None
 
     # ---- runs ------------------------------------------------------------------------------
-    def submit(self, workflow_json: dict[str, Any], targets: list[str] | None = None,
+    def submit(self, request: RunRequest | dict[str, Any], *, targets: list[str] | None = None,
                use_cache: bool = True, output_dir: str | None = None) -> str:
-        """Queue a run; returns its id. Events for it arrive through poll_events."""
+        """Queue a run (a RunRequest, or a workflow's JSON plus the same fields as keywords);
+        returns its id. Events for it arrive through poll_events."""
+        if not isinstance(request, RunRequest):
+            request = RunRequest(request, tuple(targets) if targets is not None else None,
+                                 cache=CachePolicy.USE if use_cache else CachePolicy.OFF,
+                                 output_dir=output_dir)
         if not self.is_alive():
-            self._reap(status="crashed", reason="worker process died")
+            self._reap(status=RunStatus.CRASHED, reason="worker process died")
             self.start()
-        run_id = uuid.uuid4().hex[:12]
-        self._conn.send({"cmd": "run", "run_id": run_id, "workflow": workflow_json,
-                         "targets": targets, "use_cache": use_cache, "output_dir": output_dir})
+        run_id = request.run_id or uuid.uuid4().hex[:12]
+        self._conn.send({"cmd": "run", "request": replace(request, run_id=run_id)})
         self._pending.append(run_id)
         return run_id
+
+    def update_settings(self, settings: Any) -> None:
+        """Apply new settings (model roots, cache budgets, device) to the running worker without
+        restarting it; a worker started later gets them anyway."""
+        from engine.config import Settings
+
+        self.settings = Settings.from_json(settings) if isinstance(settings, dict) else settings
+        if self.is_alive():
+            try:
+                self._conn.send({"cmd": "settings", "settings": self.settings.to_json()})
+            except (OSError, BrokenPipeError):
+                pass  # it died: the next submit restarts it with these settings
 
     def interrupt(self) -> None:
         if self._interrupt is not None:
@@ -167,7 +184,7 @@ class WorkerClient:
         except (EOFError, OSError):
             pass
         if not self.is_alive() and self._pending:
-            events.extend(self._reap_events("crashed", self._exit_reason()))
+            events.extend(self._reap_events(RunStatus.CRASHED, self._exit_reason()))
         return events
 
     def wait(self, run_id: str, on_event: Callable[[Event], None] | None = None,
@@ -183,9 +200,9 @@ class WorkerClient:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
 
-    def run(self, workflow_json: dict[str, Any], on_event: Callable[[Event], None] | None = None,
-            **kwargs: Any) -> RunFinished:
-        return self.wait(self.submit(workflow_json, **kwargs), on_event)
+    def run(self, request: RunRequest | dict[str, Any],
+            on_event: Callable[[Event], None] | None = None, **kwargs: Any) -> RunFinished:
+        return self.wait(self.submit(request, **kwargs), on_event)
 
     def stop(self, grace: float = 3.0) -> list[Event]:
         """Interrupt; if the current run has not finished within `grace` s, kill and restart.
@@ -201,7 +218,7 @@ class WorkerClient:
             if any(isinstance(e, RunFinished) and e.run_id == current for e in collected):
                 return collected
         self.kill()
-        collected.extend(self._reap_events("interrupted",
+        collected.extend(self._reap_events(RunStatus.INTERRUPTED,
                                            f"worker did not stop within {grace:g} s; restarted"))
         self.start()
         return collected
@@ -213,12 +230,13 @@ class WorkerClient:
             return f"worker process was killed by signal {-code}"
         return f"worker process exited unexpectedly (exit code {code})"
 
-    def _reap_events(self, status: str, reason: str) -> list[Event]:
-        events: list[Event] = [RunFinished(run_id, status=status, error=reason) for run_id in self._pending]
+    def _reap_events(self, status: RunStatus, reason: str) -> list[Event]:
+        events: list[Event] = [RunFinished(run_id, status, RunReport.crashed(run_id, reason, status),
+                                           reason) for run_id in self._pending]
         self._pending.clear()
         return events
 
-    def _reap(self, status: str, reason: str) -> None:
+    def _reap(self, status: RunStatus, reason: str) -> None:
         self._backlog.extend(self._reap_events(status, reason))
 
     def __enter__(self) -> "WorkerClient":

@@ -43,7 +43,7 @@ def make_ctx(tmp_path: Path, node_type: str = "X", **kw) -> ExecutionContext:
     out.mkdir(exist_ok=True)
     return ExecutionContext("n1", node_type, "run", torch.device("cpu"), out, tmp_path / "tmp",
                             tmp_path / "cache", InterruptFlag(), lambda f, m, p: None,
-                            workflow_json=WORKFLOW, provenance=dict(PROVENANCE), **kw)
+                            workflow_source=WORKFLOW, provenance=dict(PROVENANCE), **kw)
 
 
 def decode_with_pyav(path: Path) -> tuple[int, tuple[int, int], Fraction]:

@@ -153,13 +153,13 @@ def test_bad_frame_count_names_the_node_and_the_fix(pipeline_executor, tmp_path)
     wf.connect("noise", "latent", "denoise", "latent")
     report = pipeline_executor.run(wf, output_dir=tmp_path / "out")
     assert report.status == "failed"
-    assert report.error["node_id"] == "noise"
-    assert "4n+1" in report.error["message"] and "9" in report.error["message"]
+    assert report.error.node_id == "noise"
+    assert "4n+1" in report.error.message and "9" in report.error.message
 
 
 def test_missing_model_file_names_the_node_and_where_it_looked(pipeline_executor, tmp_path):
     wf = base_graph()
     wf.nodes["dit"].inputs["model"] = "not_there.safetensors"
     report = pipeline_executor.run(wf, targets=["dit"], output_dir=tmp_path / "out")
-    assert report.status == "failed" and report.error["node_id"] == "dit"
-    assert "not_there.safetensors" in report.error["message"]
+    assert report.status == "failed" and report.error.node_id == "dit"
+    assert "not_there.safetensors" in report.error.message

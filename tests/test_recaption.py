@@ -300,5 +300,5 @@ def test_recaption_node_in_a_graph(executor, server):
     assert report.values["b"]["caption"] == builtin_caption("a fox in snow", seed=2)
     assert report.values["o"]["caption"] == "A fox trots through deep snow under a pale sky."
     again = executor.run(wf, targets=["b", "o"])
-    assert {n: v["status"] for n, v in again.nodes.items()} == {"b": "cached", "o": "cached"}
+    assert {n: v.status for n, v in again.nodes.items()} == {"b": "cached", "o": "cached"}
     assert len(server.requests) == 1  # cached by inputs: the endpoint is asked once

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from engine import events as ev
+from engine.run_api import RunReport, RunStatus
 from engine import media
 from engine.values import Video
 from app.media_decode import MediaReader
@@ -103,6 +104,6 @@ def test_latent_previews_stream_to_the_dock_and_the_node(make_window, canvas_reg
     assert shown.pixelColor(shown.width() // 2, shown.height() // 2).getRgb()[:3] == (0, 0, 255)
     assert item.thumbnail is not None and item.thumb_rect.height() > 0
     runs.handle(ev.NodeDone("r1", node, "NoiseLatent", 1.2, 1.0, []))
-    runs.handle(ev.RunFinished("r1", "done", {"seconds": 1.3}))
+    runs.handle(ev.RunFinished("r1", RunStatus.DONE, RunReport("r1", seconds=1.3)))
     assert item.run_state.state == "done" and item.run_state.badge() == "1.2s"
     assert not runs.busy and any("run done in 1.3 s" in m for _, m in window.log_panel.lines)

@@ -363,7 +363,7 @@ def test_nodes_encode_prompt_and_empty_negative_from_model_folders(tmp_path, reg
     torch.testing.assert_close(cond.negative_embeds, want[1:])
     assert torch.equal(cond.negative_mask, want_mask[1:]) and int(cond.negative_mask.sum()) == 1
     assert cond.meta["encoder_family"] == "umt5" and cond.meta["encoder"] == "umt5_tiny.safetensors"
-    assert ex.run(wf, targets=["enc"]).nodes["enc"]["status"] == "cached"
+    assert ex.run(wf, targets=["enc"]).nodes["enc"].status == "cached"
 
 
 def test_load_text_encoder_node_names_the_missing_model(tmp_path, registry):
@@ -377,5 +377,5 @@ def test_load_text_encoder_node_names_the_missing_model(tmp_path, registry):
     wf.add_node("LoadTextEncoder", {"model": "umt5_xxl_fp16.safetensors"}, node_id="load")
     report = ex.run(wf, targets=["load"])
     assert report.status != "done"
-    assert "umt5_xxl_fp16.safetensors" in report.error["message"]
-    assert "not found" in report.error["message"]
+    assert "umt5_xxl_fp16.safetensors" in report.error.message
+    assert "not found" in report.error.message

@@ -44,7 +44,7 @@ class Recorder:
 def make_ctx(tmp_path, model_root, node_type="VAEDecode"):
     recorder = Recorder()
     ctx = ExecutionContext(
-        node_id="n1", node_type=node_type, run_id="run", device=torch.device("cpu"),
+        node_id="n1", node_type=node_type, run_id="run", device_source=torch.device("cpu"),
         output_dir=tmp_path / "out", temp_dir=tmp_path / "tmp", cache_dir=tmp_path / "cache",
         interrupt=InterruptFlag(), report_progress=recorder,
         model_paths=ModelPaths([model_root]))

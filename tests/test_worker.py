@@ -41,9 +41,9 @@ def test_worker_runs_a_graph_and_streams_events(client):
     assert kinds[0] is RunStarted and kinds[-1] is RunFinished
     assert {e.node_id for e in events if isinstance(e, NodeDone)} == {"g", "d"}
     assert any(isinstance(e, NodeProgress) for e in events)
-    assert finished.report["nodes"]["d"]["status"] == "executed"
+    assert finished.report.nodes["d"].status == "executed"
     again = client.run(graph().to_json(), targets=["g", "d"])
-    assert again.report["nodes"]["g"]["status"] == "cached"  # the worker keeps its cache
+    assert again.report.nodes["g"].status == "cached"  # the worker keeps its cache
 
 
 def test_interrupt_stops_the_run_and_the_worker_keeps_serving(client):
@@ -97,4 +97,4 @@ def test_invalid_workflow_is_reported_not_raised(client):
     wf.nodes["g"].inputs["width"] = -3
     finished = client.run(wf.to_json(), targets=["g"])
     assert finished.status == "invalid"
-    assert finished.report["problems"][0]["input"] == "width"
+    assert finished.report.problems[0].input == "width"

@@ -14,22 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine import bundle
 from engine.batch.jobs import StopSignal
 from engine.batch.matrix import BatchError, build_jobs, parse_grid, read_matrix
 from engine.batch.progress import BatchProgress, summary_lines
 from engine.batch.runner import prepare_tasks, run_batch
+from engine.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_problems
 from engine.config import load_settings
 from engine.document import load_workflow
-from engine.errors import WorkflowError
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from engine.errors import Problem, WorkflowError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="reelgraph batch", description="Run a workflow once per row of a job matrix "
-        "(prompt x seed x parameter); resumable: re-running skips the jobs already done.")
-    p.add_argument("workflow", type=Path)
+def add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workflow", type=Path, help="a workflow file, or the name of a bundled example")
     p.add_argument("--matrix", type=Path, help="JSONL or CSV file: one job per row, NODE.INPUT "
                    "keys/columns and an optional id")
     p.add_argument("--grid", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
@@ -48,23 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-pack", action="append", default=[], type=Path,
                    help="load user nodes from this folder (code: only folders you trust)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """`batch` on its own (the same parser as `main.py batch`)."""
+    from engine.cli import main as cli_main
+
+    return cli_main(["batch", *(argv or [])])
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except WorkflowError as exc:
-        print(f"{exc.source or args.workflow}: invalid workflow ({len(exc.problems)} problem(s)):",
-              file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+        print_problems(exc, str(args.workflow))
         return EXIT_INVALID
     except BatchError as exc:
-        print(f"invalid batch ({len(exc.problems)} problem(s)):", file=sys.stderr)
-        for line in exc.problems:
-            print(f"  - {line}", file=sys.stderr)
+        print_problems(WorkflowError([Problem("batch", line) for line in exc.problems]),
+                       what="invalid batch")
         return EXIT_INVALID
     except KeyboardInterrupt:  # before any job started (validating, starting Ray)
         print("interrupted before any job ran", file=sys.stderr)
@@ -86,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings()
     settings.node_packs = [*settings.node_packs, *(str(p.resolve()) for p in args.node_pack)]
     settings.output_dir = str(args.out.resolve())
-    workflow = load_workflow(args.workflow)
+    workflow = load_workflow(bundle.find_workflow(args.workflow))
     rows = read_matrix(args.matrix) if args.matrix is not None else None
     jobs = build_jobs(rows, parse_grid(args.grid))
     registry = default_registry(settings.node_packs)

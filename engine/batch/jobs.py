@@ -18,10 +18,21 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from engine.batch.manifest import BatchDir
+from engine.run_api import CachePolicy, RunReport, RunRequest, RunStatus
+
+
+class JobStatus(str, Enum):
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped on request: no record, runs again next time
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -31,17 +42,23 @@ class JobTask:
     workflow_json: dict[str, Any]  # the workflow with this job's overrides applied
     use_cache: bool = True
 
+    def request(self, output_dir: Path | str) -> RunRequest:
+        """The run of this job, writing into `output_dir` (its attempt folder)."""
+        return RunRequest(self.workflow_json, cache=CachePolicy.USE if self.use_cache else
+                          CachePolicy.OFF, output_dir=str(output_dir), source=f"job {self.id!r}")
+
 
 @dataclass
 class JobResult:
     id: str
-    status: str  # done | failed | interrupted
+    status: JobStatus
     outputs: list[str] = field(default_factory=list)  # relative to the batch folder
     seconds: float = 0.0
     error: str = ""
     attempts: int = 1
     worker: str = ""
-    nodes: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, Any] = field(default_factory=dict)  # node id -> {type, status, seconds}
+    log: list[dict[str, Any]] = field(default_factory=list)  # what nodes and the cache said
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -88,53 +105,42 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def result_from_run(task_id: str, status: str, report: dict[str, Any], error: str,
-                    batch_dir: BatchDir, partial: Path, worker: str, attempts: int = 1) -> JobResult:
-    """Publish or discard an attempt's folder according to how its run finished.
-
-    `status`/`report`/`error` are those of the executor's RunFinished (or RunReport.to_json()):
-    done -> publish; failed/invalid -> failed with the node's message; interrupted -> dropped.
-    """
-    nodes = {nid: {k: n.get(k) for k in ("type", "status", "seconds")}
-             for nid, n in (report.get("nodes") or {}).items()}
-    seconds = float(report.get("seconds") or 0.0)
-    if status == "done":
-        outputs = batch_dir.publish(partial, task_id, report.get("outputs") or [])
-        return JobResult(task_id, "done", outputs, seconds, "", attempts, worker, nodes)
+def result_from_run(task_id: str, report: RunReport, batch_dir: BatchDir, partial: Path,
+                    worker: str, attempts: int = 1) -> JobResult:
+    """Publish or discard an attempt's folder according to how its run finished: done ->
+    published; interrupted (or its worker killed on a stop) -> dropped; anything else -> failed
+    with the message that names the node."""
+    nodes = {nid: {"type": rec.node_type, "status": rec.status.value, "seconds": round(rec.seconds, 4)}
+             for nid, rec in report.nodes.items()}
+    log = [entry.to_json() for entry in report.log]
+    base = dict(seconds=report.seconds, attempts=attempts, worker=worker, nodes=nodes, log=log)
+    if report.status is RunStatus.DONE:
+        outputs = batch_dir.publish(partial, task_id, report.outputs)
+        return JobResult(task_id, JobStatus.DONE, outputs, **base)
     batch_dir.discard(partial)
-    if status == "interrupted":
-        return JobResult(task_id, "interrupted", [], seconds, error or "interrupted", attempts,
-                         worker, nodes)
-    err = report.get("error") or {}
-    if isinstance(err, dict) and err.get("node_id"):
-        error = f"node {err['node_id']!r} ({err.get('node_type')}) failed: {err.get('message')}"
-    elif status == "invalid":
-        problems = "; ".join(str(p.get("message", p)) for p in report.get("problems", []))
-        error = f"invalid workflow: {problems or error}"
-    return JobResult(task_id, "failed", [], seconds, error or f"run ended with status {status}",
-                     attempts, worker, nodes)
+    error = str(report.error) if report.error else f"run ended with status {report.status.value}"
+    if report.status in (RunStatus.INTERRUPTED, RunStatus.CRASHED):
+        return JobResult(task_id, JobStatus.INTERRUPTED, error=error, **base)
+    if report.status is RunStatus.INVALID:
+        error = f"invalid workflow: {'; '.join(map(str, report.problems)) or error}"
+    return JobResult(task_id, JobStatus.FAILED, error=error, **base)
 
 
 def run_task_in_process(executor: Any, task: JobTask, batch_dir: BatchDir, worker: str,
                         interrupt: Any = None, attempts: int = 1) -> JobResult:
     """Run one task on an in-process Executor (a Ray actor's) and publish its folder."""
-    from engine.document import workflow_from_json
     from engine.errors import WorkflowError
 
     partial = batch_dir.new_partial(task.id)
     try:
-        workflow = workflow_from_json(task.workflow_json)
-        report = executor.run(workflow, output_dir=partial, use_cache=task.use_cache,
-                              interrupt=interrupt).to_json()
-        status, error = report["status"], (report.get("error") or {}).get("message", "")
+        report = executor.run(task.request(partial), interrupt=interrupt)
     except WorkflowError as exc:
-        report = {"problems": [p.to_json() for p in exc.problems]}
-        status, error = "invalid", str(exc)
+        report = RunReport.refused(task.id, exc.problems, str(exc))
     except Exception as exc:  # an engine bug must fail this job, not the actor
         batch_dir.discard(partial)
-        return JobResult(task.id, "failed", error=f"{type(exc).__name__}: {exc}",
+        return JobResult(task.id, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
                          attempts=attempts, worker=worker)
-    return result_from_run(task.id, status, report, error, batch_dir, partial, worker, attempts)
+    return result_from_run(task.id, report, batch_dir, partial, worker, attempts)
 
 
 def host_label() -> str:

@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from engine.batch.jobs import JobListener, JobResult, JobTask, StopSignal, result_from_run
+from engine.batch.jobs import (JobListener, JobResult, JobStatus, JobTask, StopSignal,
+                               result_from_run)
 from engine.batch.manifest import BatchDir
 from engine.batch.matrix import BatchError
 from engine.config import Settings
 from engine.document import Workflow
 from engine.events import RunFinished
+from engine.run_api import RunReport, RunStatus
 from engine.worker import WorkerClient
 
 
@@ -143,11 +145,11 @@ class LocalPool:
         for event in self.clients[index].poll_events(0.0):
             if isinstance(event, RunFinished) and event.run_id == self._probes.get(index):
                 del self._probes[index]
-                if event.status == "done":
+                if event.status is RunStatus.DONE:
                     self._boot_failures[index] = 0
                 else:
                     self._boot_failures[index] += 1
-                    self._boot_error = event.error or event.status
+                    self._boot_error = event.error or event.status.value
                     self._ensure_started(index)
 
     def _usable(self, index: int) -> bool:
@@ -183,7 +185,7 @@ class LocalPool:
                         self.clients[index].kill()
                         self.clients[index].poll_events(0.0)  # drains the run it owed
                         batch_dir.discard(job.partial)
-                        listener.finished(JobResult(job.task.id, "interrupted", error="killed on stop",
+                        listener.finished(JobResult(job.task.id, JobStatus.INTERRUPTED, error="killed on stop",
                                                     attempts=attempts[job.task.id], worker=job.worker))
                     return
             for index in range(self.size):
@@ -199,7 +201,7 @@ class LocalPool:
                     busy[index] = self._submit(index, task, batch_dir, listener)
             if queue and not busy and not any(map(self._usable, range(self.size))):
                 for task in queue:  # no worker can start (broken install, CUDA failure, ...)
-                    listener.finished(JobResult(task.id, "failed", error="no worker process could "
+                    listener.finished(JobResult(task.id, JobStatus.FAILED, error="no worker process could "
                                                 f"start: {self._boot_error}", attempts=0))
                 return
             progressed = False
@@ -216,23 +218,23 @@ class LocalPool:
     def _submit(self, index: int, task: JobTask, batch_dir: BatchDir, listener: JobListener) -> _Busy:
         client = self.clients[index]
         partial = batch_dir.new_partial(task.id)
-        run_id = client.submit(task.workflow_json, use_cache=task.use_cache, output_dir=str(partial))
+        run_id = client.submit(task.request(partial))
         worker = f"local-{index} pid {client.pid}"
         listener.started(task, worker)
         return _Busy(task, run_id, partial, worker)
 
     def _finished(self, event: RunFinished, job: _Busy, attempt: int, batch_dir: BatchDir,
                   listener: JobListener, queue: deque, stop: StopSignal) -> None:
-        if event.status == "crashed" and not stop.requested:
+        if event.status is RunStatus.CRASHED and not stop.requested:
             batch_dir.discard(job.partial)
             if attempt <= self.retries:  # the worker is replaced on its next submit
                 listener.retrying(job.task, job.worker, event.error, attempt + 1)
                 queue.appendleft(job.task)
                 return
-            listener.finished(JobResult(job.task.id, "failed", error=f"the worker crashed on "
+            listener.finished(JobResult(job.task.id, JobStatus.FAILED, error=f"the worker crashed on "
                                         f"{'every' if attempt > 1 else 'its'} attempt ({attempt}): "
                                         f"{event.error}", attempts=attempt, worker=job.worker))
             return
-        status = "interrupted" if event.status == "crashed" else event.status
-        listener.finished(result_from_run(job.task.id, status, event.report or {}, event.error,
-                                          batch_dir, job.partial, job.worker, attempt))
+        report = event.report or RunReport.crashed(job.run_id, event.error, event.status)
+        listener.finished(result_from_run(job.task.id, report, batch_dir, job.partial, job.worker,
+                                          attempt))

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from engine.atomic_files import fsync_dir
 from engine.batch.matrix import BatchError
 
 MANIFEST = "manifest.jsonl"
@@ -49,6 +50,7 @@ class JobRecord:
     worker: str = ""  # which worker ran it ("local-0 pid 123", "ray actor ... on host")
     finished_at: str = ""  # UTC, ISO 8601
     nodes: dict[str, Any] = field(default_factory=dict)  # node id -> {type, status, seconds}
+    log: list[dict[str, Any]] = field(default_factory=list)  # {level, message, node_id} lines
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +138,7 @@ class BatchDir:
             old = self.root / PARTIAL / f"{job_id}.old.{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
         os.replace(partial, final)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         outputs = []
@@ -181,15 +183,3 @@ class BatchDir:
             os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -27,7 +27,7 @@ from collections import deque
 from typing import Any, Sequence
 
 from engine import bundle
-from engine.batch.jobs import (JobListener, JobResult, JobTask, StopSignal, host_label,
+from engine.batch.jobs import (JobListener, JobResult, JobStatus, JobTask, StopSignal, host_label,
                                run_task_in_process)
 from engine.batch.manifest import BatchDir
 from engine.batch.matrix import BatchError
@@ -193,7 +193,7 @@ class RayPool:
                     for slot, task in inflight.values():
                         ray.kill(self.actors[slot])
                         self.actors[slot] = self._new_actor(slot)
-                        listener.finished(JobResult(task.id, "interrupted", error="killed on stop",
+                        listener.finished(JobResult(task.id, JobStatus.INTERRUPTED, error="killed on stop",
                                                     attempts=attempts[task.id], worker=f"ray-{slot}"))
                     return
             busy = {slot for slot, _ in inflight.values()}
@@ -207,7 +207,7 @@ class RayPool:
                     listener.started(task, self.labels[slot])
             if queue and not inflight and not self._probes:  # every slot gave up starting
                 for task in queue:
-                    listener.finished(JobResult(task.id, "failed", attempts=0, error="no Ray actor "
+                    listener.finished(JobResult(task.id, JobStatus.FAILED, attempts=0, error="no Ray actor "
                                                 f"could start: {self._last_error}"))
                 return
             ready, _ = ray.wait([*inflight, *self._probes], num_returns=1, timeout=0.2)
@@ -238,15 +238,15 @@ class RayPool:
             self.actors[slot] = self._new_actor(slot)  # possibly on another node
             self._last_error = f"{type(exc).__name__}: {_first_line(exc)}"
             if stop.requested:
-                return JobResult(task.id, "interrupted", error=self._last_error, attempts=attempt,
+                return JobResult(task.id, JobStatus.INTERRUPTED, error=self._last_error, attempts=attempt,
                                  worker=f"ray-{slot}")
             if attempt <= self.retries:
                 return None
-            return JobResult(task.id, "failed", error=f"the Ray worker died on "
+            return JobResult(task.id, JobStatus.FAILED, error=f"the Ray worker died on "
                              f"{'every' if attempt > 1 else 'its'} attempt ({attempt}): "
                              f"{self._last_error}", attempts=attempt, worker=f"ray-{slot}")
         except ex.RayTaskError as exc:  # run_job itself raised: an engine bug, not the node
-            return JobResult(task.id, "failed", error=_first_line(exc), attempts=attempt,
+            return JobResult(task.id, JobStatus.FAILED, error=_first_line(exc), attempts=attempt,
                              worker=f"ray-{slot}")
 
 

@@ -16,29 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.batch.jobs import Backend, JobResult, JobTask, StopSignal
+from engine.batch.jobs import Backend, JobResult, JobStatus, JobTask, StopSignal
 from engine.batch.manifest import BatchDir, JobRecord, utc_now
 from engine.batch.matrix import BatchError, Job
 from engine.document import Workflow
 from engine.errors import Problem, WorkflowError
 from engine.overrides import apply_overrides
 from engine.registry import NodeRegistry
-from engine.validation import dependency_graph, upstream_closure, validate
-
-
-def run_scope(workflow: Workflow, registry: NodeRegistry) -> set[str]:
-    """The nodes a default run executes: every normal output node and what it needs (targets
-    behind a muted node are skipped by the executor, so they are left out here too)."""
-    graph = dependency_graph(workflow)
-    scope: set[str] = set()
-    for nid, node in workflow.nodes.items():
-        spec = registry.spec(node.type)
-        if node.mode != "normal" or spec is None or not spec.is_output:
-            continue
-        needed = upstream_closure(graph, [nid])
-        if not any(workflow.nodes[n].mode == "mute" for n in needed):
-            scope |= needed
-    return scope
+from engine.planner import check_runnable
 
 
 def prepare_tasks(workflow: Workflow, jobs: Sequence[Job], registry: NodeRegistry, *,
@@ -54,10 +39,8 @@ def prepare_tasks(workflow: Workflow, jobs: Sequence[Job], registry: NodeRegistr
                 wf = apply_overrides(wf, [override], registry)
             except WorkflowError as exc:
                 problems += exc.problems
-        scope = run_scope(wf, registry)
-        problems += validate(wf, registry, scope) if scope else [
-            Problem("no_output", "the workflow has no output node (SaveImage, SaveVideo, ...) to "
-                    "run; add one")]
+        problems += check_runnable(wf, registry) if wf.nodes else [
+            Problem("no_output", "the workflow is empty; add nodes and an output node to run")]
         if problems:
             failing.append((job, [str(p) for p in problems]))
         else:
@@ -114,15 +97,15 @@ class _Recorder:
 
     def finished(self, result: JobResult) -> None:
         self.summary.results[result.id] = result
-        if result.status in ("done", "failed"):
+        if result.status in (JobStatus.DONE, JobStatus.FAILED):
             self.batch_dir.record(JobRecord(
-                id=result.id, overrides=list(self.overrides[result.id]), status=result.status,
+                id=result.id, overrides=list(self.overrides[result.id]), status=result.status.value,
                 outputs=result.outputs, seconds=round(result.seconds, 4), error=result.error,
                 attempts=result.attempts, worker=result.worker, finished_at=utc_now(),
-                nodes=result.nodes))
-        if result.status == "done":
+                nodes=result.nodes, log=result.log))
+        if result.status is JobStatus.DONE:
             self.summary.done.append(result.id)
-        elif result.status == "failed":
+        elif result.status is JobStatus.FAILED:
             self.summary.failed[result.id] = result.error
         else:
             self.summary.not_run.append(result.id)
