@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import gc_control
 from engine.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from engine.errors import Problem, WorkflowError
 from engine.migrations import CURRENT_VERSION, FORMAT_NAME, migrate
@@ -166,17 +167,23 @@ def loads_workflow(text: str | bytes, *, source: str | None = None,
                    allow_newer: bool = False) -> Workflow:
     """Parse workflow JSON text. Raises only WorkflowError."""
     try:
-        data = json.loads(text)
+        with gc_control.paused():
+            data = json.loads(text)
     except (ValueError, TypeError, RecursionError) as exc:
         raise WorkflowError(f"not valid JSON: {exc}", source=source) from None
-    return workflow_from_json(data, source=source, allow_newer=allow_newer)
+    return workflow_from_json(data, source=source, allow_newer=allow_newer, copy_data=False)
 
 
-def workflow_from_json(data: Any, *, source: str | None = None,
-                       allow_newer: bool = False) -> Workflow:
-    """Build a Workflow from parsed JSON, migrating old versions. Raises only WorkflowError."""
+def workflow_from_json(data: Any, *, source: str | None = None, allow_newer: bool = False,
+                       copy_data: bool = True) -> Workflow:
+    """Build a Workflow from parsed JSON, migrating old versions. Raises only WorkflowError.
+    With `copy_data=False` the Workflow may share nested values with `data` (for JSON just
+    parsed, or held by nobody else: copying a 100,000-node document costs more than parsing it)."""
     try:
-        return _from_json(data, source, allow_newer)
+        with gc_control.paused():  # parsing creates no cycles; see engine.gc_control
+            if copy_data:
+                data = copy.deepcopy(data)
+            return _from_json(data, source, allow_newer)
     except WorkflowError:
         raise
     except RecursionError:
@@ -200,7 +207,7 @@ def _from_json(data: Any, source: str | None, allow_newer: bool) -> Workflow:
                                     f"build reads versions up to {CURRENT_VERSION}. Update Reelgraph, "
                                     "or open it anyway: unknown parts are kept and saved back."),
                             source=source)
-    data = migrate(copy.deepcopy(data), version)
+    data = migrate(dict(data), version)  # migrations only replace top-level entries
 
     problems: list[Problem] = []
     nodes_json = data.get("nodes", {})

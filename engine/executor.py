@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import platform
 import tempfile
 import time
@@ -28,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine import gc_control
 from engine.cache import NullCache, ResultCache
 from engine.context import ExecutionContext, InterruptFlag
 from engine.document import Workflow, workflow_from_json
@@ -57,6 +59,7 @@ class Executor:
         self.settings = dict(settings or {})
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="reelgraph-"))
         self.hasher = hasher or FileHasher()
+        self._environment: dict[str, Any] | None = None
         self.planner = Planner(registry, self._fingerprint, self.environment)
 
     # ---- environment ---------------------------------------------------------------------
@@ -71,11 +74,13 @@ class Executor:
 
     def environment(self) -> dict[str, Any]:
         """What enters every cache key besides the graph: device kind and library versions."""
-        from engine.environment import describe
+        if self._environment is None:
+            from engine.environment import describe
 
-        env = describe(str(self._device) if self._device is not None else
-                       str(self.settings.get("device") or ""))
-        return env.to_json()
+            env = describe(str(self._device) if self._device is not None else
+                           str(self.settings.get("device") or ""))
+            self._environment = env.to_json()
+        return self._environment
 
     # ---- planning --------------------------------------------------------------------------
     def plan(self, workflow: Workflow, targets: Iterable[str] | None = None,
@@ -106,9 +111,10 @@ class Executor:
         cache = self.cache if request.use_cache else NullCache()
         out_dir = self._output_dir(request.output_dir)
         try:
-            workflow = self._prepare(request)
-            plan = self.planner.plan(workflow, request.targets, str(out_dir),
-                                     cache.present if request.use_cache else None)
+            with gc_control.paused():
+                workflow = self._prepare(request)
+                plan = self.planner.plan(workflow, request.targets, str(out_dir),
+                                         cache.present if request.use_cache else None)
         except WorkflowError as exc:
             exc.source = exc.source or request.source
             report = RunReport.refused(run_id, exc.problems, str(exc))
@@ -116,11 +122,13 @@ class Executor:
             on_event(RunFinished(run_id, RunStatus.INVALID, report, str(exc)))
             raise
         report = RunReport(run_id)
-        runner = _Run(self, cache, workflow, plan, out_dir, on_event,
-                      interrupt or InterruptFlag(), report)
-        runner.announce()
+        with gc_control.paused():
+            runner = _Run(self, cache, workflow, plan, out_dir, on_event,
+                          interrupt or InterruptFlag(), report)
+            runner.announce()
         try:
-            runner.execute_all()
+            with gc_control.frozen():
+                runner.execute_all()
         except Interrupted as exc:
             report.status = RunStatus.INTERRUPTED
             report.error = RunError(str(exc), exc.node_id,
@@ -138,7 +146,8 @@ class Executor:
     def _prepare(self, request: RunRequest) -> Workflow:
         workflow = request.workflow
         if isinstance(workflow, dict):
-            workflow = workflow_from_json(workflow, source=request.source)
+            # the executor never changes a Workflow, so sharing the request's data is safe
+            workflow = workflow_from_json(workflow, source=request.source, copy_data=False)
         if request.overrides:
             from engine.overrides import apply_overrides
 
@@ -196,6 +205,8 @@ class _Run:
                 for parent in plan.index.parents.get(nid, ()):
                     self.readers[parent] = self.readers.get(parent, 0) + 1
         self.throttle = ProgressThrottle()
+        self.cached_records = _SharedRecords(NodeStatus.CACHED)
+        self.cache_dir = Path(executor.settings.get("cache_dir") or executor.temp_dir)
         self._workflow_json: dict[str, Any] | None = None  # built once, only if a node runs
         self.provenance: dict[str, Any] = run_provenance(executor)
         self.total = max(1, sum(1 for nid in plan.scope if actions[nid] is not NodeStatus.NOT_NEEDED))
@@ -210,9 +221,10 @@ class _Run:
     def announce(self) -> None:
         plan, nodes, records = self.plan, self.wf.nodes, self.report.nodes
         self.cache.begin_run()
+        idle = _SharedRecords(NodeStatus.NOT_NEEDED)
         for nid in plan.scope:
             if plan.actions[nid] is NodeStatus.NOT_NEEDED:
-                records[nid] = NodeRecord(nodes[nid].type, NodeStatus.NOT_NEEDED)
+                records[nid] = idle[nodes[nid].type]
         self.emit(RunStarted(self.report.run_id, node_ids=plan.order,
                              plan={nid: plan.actions[nid].value for nid in plan.scope}))
         if self.ex.cache.disk_error and self.cache is self.ex.cache:
@@ -227,22 +239,22 @@ class _Run:
 
     # ---- the walk ----------------------------------------------------------------------------
     def execute_all(self) -> None:
-        actions = self.plan.actions
+        actions, interrupt = self.plan.actions, self.interrupt
         for nid in self.plan.scope:
             action = actions[nid]
-            if action is NodeStatus.NOT_NEEDED:
+            if action is _NOT_NEEDED:
                 continue
-            if self.interrupt.is_set():
+            if interrupt.is_set():
                 raise Interrupted(nid)
-            if action is NodeStatus.CACHED:
-                if not self.read_cached(nid):
+            if action is _CACHED:
+                if not self.read_cached(nid, planned=True):
                     self.recover(nid)
-            elif action is NodeStatus.BYPASSED:
+            elif action is _BYPASSED:
                 self.bypass(nid)
             else:
                 self.execute(nid)
             self.finished += 1
-            if action is not NodeStatus.CACHED:
+            if action is not _CACHED:
                 self.release_inputs(nid)
 
     def release_inputs(self, nid: str) -> None:
@@ -276,21 +288,26 @@ class _Run:
                     self.finished += 1
 
     # ---- one node ----------------------------------------------------------------------------
-    def read_cached(self, nid: str) -> bool:
+    def read_cached(self, nid: str, planned: bool = False) -> bool:
+        """Serve `nid` from the cache; False when it is not there (any more). `planned`: the
+        planner already knows the node is cacheable."""
         node_type = self.wf.nodes[nid].type
-        if not self.ex.registry.spec(node_type).cacheable:
+        if not planned and not self.ex.registry.spec(node_type).cacheable:
             return False
-        entry = self.cache.get(self.sigs[nid], warn=lambda text: self.log(nid, LogLevel.WARNING, text))
+        entry = self.cache.get(self.sigs[nid], warn=functools.partial(self.log, nid, _WARNING))
         if entry is None:
             return False
-        files = entry.get("files", []) if isinstance(entry, dict) else []
-        if not all(Path(f).exists() for f in files):
+        files = entry.get("files") if type(entry) is dict else None
+        if files and not all(Path(f).exists() for f in files):
             self.log(nid, LogLevel.INFO, "its output files were moved or deleted; running it again")
             return False
         self.values[nid] = entry["outputs"]
         self.record_models(nid, self.values[nid])
-        self.report.outputs.extend(files)
-        self.report.nodes[nid] = NodeRecord(node_type, NodeStatus.CACHED, files=list(files))
+        if files:
+            self.report.outputs.extend(files)
+            self.report.nodes[nid] = NodeRecord(node_type, _CACHED, files=tuple(files))
+        else:
+            self.report.nodes[nid] = self.cached_records[node_type]
         self.emit(NodeCached(self.report.run_id, nid, node_type, self.overall(1.0)))
         return True
 
@@ -341,7 +358,7 @@ class _Run:
             self.cache.put(self.sigs[nid], {"outputs": outputs, "files": files}, seconds,
                            warn=lambda text: self.log(nid, LogLevel.WARNING, text))
         self.report.outputs.extend(files)
-        self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.EXECUTED, seconds, files)
+        self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.EXECUTED, seconds, tuple(files))
         self.emit(NodeDone(self.report.run_id, nid, spec.name, seconds, self.overall(1.0), files))
 
     def gather_inputs(self, nid: str, spec: Any) -> dict[str, Any]:
@@ -374,7 +391,7 @@ class _Run:
         return ExecutionContext(
             node_id=nid, node_type=type_name, run_id=run_id,
             device_source=lambda: ex.device, output_dir=self.out_dir, temp_dir=ex.temp_dir,
-            cache_dir=Path(ex.settings.get("cache_dir") or ex.temp_dir),
+            cache_dir=self.cache_dir,
             interrupt=self.interrupt, report_progress=report_progress,
             workflow_source=lambda: self.workflow_json, model_paths=ex.model_paths,
             settings=ex.settings, provenance=self.provenance, log_sink=log)
@@ -387,9 +404,10 @@ class _Run:
     def close_records(self) -> None:
         """Nodes planned but never reached (the run stopped first) are `pending`."""
         records, nodes = self.report.nodes, self.wf.nodes
+        pending = _SharedRecords(NodeStatus.PENDING)
         for nid in self.plan.scope:
             if nid not in records:
-                records[nid] = NodeRecord(nodes[nid].type, NodeStatus.PENDING)
+                records[nid] = pending[nodes[nid].type]
 
     def record_models(self, nid: str, outputs: dict[str, Any]) -> None:
         """Note every loaded model (anything with a ModelInfo `info`) for the outputs' provenance."""
@@ -399,6 +417,24 @@ class _Run:
                 self.provenance.setdefault("models", {})[nid] = {
                     "path": Path(info.path).name, "family": info.family,
                     "sha256": getattr(info, "sha256", "")}
+
+
+# enum members as module constants: `NodeStatus.X` is a descriptor lookup, and the walk does it
+# for every node
+_NOT_NEEDED, _CACHED, _BYPASSED = NodeStatus.NOT_NEEDED, NodeStatus.CACHED, NodeStatus.BYPASSED
+_WARNING = LogLevel.WARNING
+
+
+class _SharedRecords(dict):
+    """One immutable record per node type for nodes that did nothing."""
+
+    def __init__(self, status: NodeStatus):
+        super().__init__()
+        self.status = status
+
+    def __missing__(self, node_type: str) -> NodeRecord:
+        record = self[node_type] = NodeRecord(node_type, self.status)
+        return record
 
 
 def check_outputs(spec: Any, outputs: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Version history:
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 FORMAT_NAME = "reelgraph.workflow"
@@ -17,6 +18,10 @@ CURRENT_VERSION = 2
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    # rewrites nodes and layout in place: the caller's top-level dict is a copy, these are not
+    for key in ("nodes", "layout"):
+        if key in doc:
+            doc[key] = copy.deepcopy(doc[key])
     layout = doc.setdefault("layout", {})
     if not isinstance(layout, dict):
         return doc  # leave it for the shape check to report
@@ -43,7 +48,8 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v
 
 
 def migrate(doc: dict[str, Any], version: int) -> dict[str, Any]:
-    """Apply every step from `version` up to CURRENT_VERSION (newer documents pass unchanged)."""
+    """Apply every step from `version` up to CURRENT_VERSION (newer documents pass unchanged).
+    Steps may replace top-level entries of `doc` but copy anything nested before changing it."""
     while version < CURRENT_VERSION:
         doc = MIGRATIONS[version](doc)
         version += 1

@@ -29,7 +29,7 @@ from engine.errors import Problem, WorkflowError
 from engine.graph_index import GraphIndex
 from engine.registry import NodeRegistry
 from engine.run_api import NodeStatus
-from engine.signature import FileFingerprint, compute_signatures
+from engine.signature import FileFingerprint, compute_signatures, digest
 from engine.validation import check
 
 _MEMO_SIZE = 8
@@ -64,6 +64,10 @@ class _Static:
     signatures: dict[str, str]
     output_nodes: frozenset[str]
     file_inputs: list[tuple[str, str, Any]]  # (file kind, value, fingerprint used)
+    # the link index: it depends only on the content, so a workflow equal to the one it was
+    # built for (same nodes, same links) shares it
+    index: GraphIndex
+    cacheable: frozenset[str] = frozenset()  # scope nodes whose result may come from the cache
 
 
 class Planner:
@@ -73,26 +77,26 @@ class Planner:
         self.fingerprint = fingerprint
         self.environment = environment
         self._memo: OrderedDict[str, _Static] = OrderedDict()
+        self._environment_digest = ""
 
     def plan(self, workflow: Workflow, targets: Iterable[str] | None, output_dir: str,
              cached: Callable[[Iterable[str]], set[str]] | None) -> Plan:
         """Raises WorkflowError (and nothing else) for an invalid scope or an unknown target.
         `cached(keys)` says which signatures have a cache entry; None plans every needed node to
         execute (the cache is off)."""
-        index = GraphIndex(workflow)
         memo_key = _content_key(workflow, targets, output_dir)
         static = self._memo.get(memo_key) if memo_key else None
         if static is not None and not self._files_changed(static):
             self._memo.move_to_end(memo_key)
         else:
-            static = self._plan_static(workflow, index, targets, output_dir)
+            static = self._plan_static(workflow, GraphIndex(workflow), targets, output_dir)
             if memo_key:
                 self._memo[memo_key] = static
                 while len(self._memo) > _MEMO_SIZE:
                     self._memo.popitem(last=False)
-        actions = self._demand(workflow, index, static, cached)
+        actions = self._demand(workflow, static.index, static, cached)
         return Plan(list(static.targets), dict(static.skipped), static.scope, static.signatures,
-                    actions, index, static.output_nodes)
+                    actions, static.index, static.output_nodes)
 
     # ---- static part -----------------------------------------------------------------------
     def _plan_static(self, workflow: Workflow, index: GraphIndex, targets: Iterable[str] | None,
@@ -100,8 +104,8 @@ class Planner:
         registry, nodes = self.registry, workflow.nodes
         runnable, skipped = resolve_targets(workflow, registry, index, targets)
         scope_set = index.upstream(runnable)
-        check(workflow, registry, scope_set, index=index)
-        order, _ = index.topological_order(scope_set)  # validation refused cycles
+        order, left_over = index.topological_order(scope_set)
+        check(workflow, registry, scope_set, index=index, check_cycles=bool(left_over))
         output_nodes = frozenset(nid for nid in order if registry.spec(nodes[nid].type).is_output)
         file_inputs: list[tuple[str, str, Any]] = []
 
@@ -112,8 +116,17 @@ class Planner:
 
         signatures = compute_signatures(workflow, registry, order, remember,
                                         extra={nid: output_dir for nid in output_nodes},
-                                        environment=self.environment(), incoming=index.incoming)
-        return _Static(runnable, skipped, order, signatures, output_nodes, file_inputs)
+                                        environment=self._environment_key(),
+                                        incoming=index.incoming)
+        cacheable = frozenset(nid for nid in order if nodes[nid].mode != "bypass"
+                              and registry.spec(nodes[nid].type).cacheable)
+        return _Static(runnable, skipped, order, signatures, output_nodes, file_inputs, index,
+                       cacheable)
+
+    def _environment_key(self) -> str:
+        if not self._environment_digest:
+            self._environment_digest = digest(self.environment())
+        return self._environment_digest
 
     def _files_changed(self, static: _Static) -> bool:
         return any(self.fingerprint(kind, value) != identity
@@ -122,23 +135,20 @@ class Planner:
     # ---- demand ----------------------------------------------------------------------------
     def _demand(self, workflow: Workflow, index: GraphIndex, static: _Static,
                 cached: Callable[[Iterable[str]], set[str]] | None) -> dict[str, NodeStatus]:
-        nodes, sigs, registry = workflow.nodes, static.signatures, self.registry
-        cacheable = {nid for nid in static.scope if nodes[nid].mode != "bypass"
-                     and registry.spec(nodes[nid].type).cacheable}
+        nodes, sigs, cacheable = workflow.nodes, static.signatures, static.cacheable
         present = cached(sigs[nid] for nid in cacheable) if cached is not None else set()
         needed = set(static.targets)
         actions: dict[str, NodeStatus] = {}
         parents = index.parents
+        not_needed, bypassed, read, run = (NodeStatus.NOT_NEEDED, NodeStatus.BYPASSED,
+                                           NodeStatus.CACHED, NodeStatus.EXECUTED)
         for nid in reversed(static.scope):
             if nid not in needed:
-                actions[nid] = NodeStatus.NOT_NEEDED
-            elif nodes[nid].mode == "bypass":
-                actions[nid] = NodeStatus.BYPASSED
-                needed.update(parents.get(nid, ()))
+                actions[nid] = not_needed
             elif nid in cacheable and sigs[nid] in present:
-                actions[nid] = NodeStatus.CACHED
+                actions[nid] = read
             else:
-                actions[nid] = NodeStatus.EXECUTED
+                actions[nid] = bypassed if nodes[nid].mode == "bypass" else run
                 needed.update(parents.get(nid, ()))
         return actions
 

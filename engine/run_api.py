@@ -23,18 +23,22 @@ from typing import Any, Iterable
 from engine.errors import Problem
 
 
-class RunStatus(str, Enum):
+class NamedEnum(str, Enum):
+    """A str enum that prints as its value (what files, events and messages show)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunStatus(NamedEnum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     INVALID = "invalid"
     CRASHED = "crashed"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class NodeStatus(str, Enum):
+class NodeStatus(NamedEnum):
     EXECUTED = "executed"
     CACHED = "cached"
     NOT_NEEDED = "not_needed"
@@ -44,26 +48,17 @@ class NodeStatus(str, Enum):
     INTERRUPTED = "interrupted"
     PENDING = "pending"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class CachePolicy(str, Enum):
+class CachePolicy(NamedEnum):
     USE = "use"  # read and write the cache
     OFF = "off"  # execute every needed node; read and write nothing (`--no-cache`)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class LogLevel(str, Enum):
+class LogLevel(NamedEnum):
     DEBUG = "debug"
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -134,14 +129,15 @@ class RunError:
                    str(data.get("traceback", "")))
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeRecord:
-    """What happened to one node of the run's scope."""
+    """What happened to one node of the run's scope (immutable: on a 100,000-node graph the
+    records of nodes that did nothing are shared, one per node type and status)."""
 
     node_type: str
     status: NodeStatus
     seconds: float = 0.0
-    files: list[str] = field(default_factory=list)
+    files: tuple[str, ...] = ()
     reason: str = ""  # why skipped, or the failure message
 
     def to_json(self) -> dict[str, Any]:
@@ -156,7 +152,7 @@ class NodeRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "NodeRecord":
         return cls(str(data.get("type", "")), NodeStatus(data.get("status", "pending")),
-                   float(data.get("seconds") or 0.0), list(data.get("files") or []),
+                   float(data.get("seconds") or 0.0), tuple(data.get("files") or ()),
                    str(data.get("reason", "")))
 
 

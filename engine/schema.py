@@ -142,12 +142,15 @@ class NodeSpec:
         outs = [o.name for o in self.outputs]
         if len(set(outs)) != len(outs):
             raise ValueError(f"node type {self.name}: duplicate output names {outs}")
+        # name lookups run for every input of every node when validating: index them once
+        object.__setattr__(self, "_inputs_by_name", {i.name: i for i in self.inputs})
+        object.__setattr__(self, "_outputs_by_name", {o.name: o for o in self.outputs})
 
     def input(self, name: str) -> InputSpec | None:
-        return next((i for i in self.inputs if i.name == name), None)
+        return self._inputs_by_name.get(name)  # type: ignore[attr-defined]
 
     def output(self, name: str) -> OutputSpec | None:
-        return next((o for o in self.outputs if o.name == name), None)
+        return self._outputs_by_name.get(name)  # type: ignore[attr-defined]
 
     @property
     def title(self) -> str:

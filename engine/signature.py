@@ -51,12 +51,13 @@ def compute_signatures(workflow: Workflow, registry: NodeRegistry, order: Iterab
 
     `extra[node_id]` adds run-specific context to that node's key (e.g. the output folder of a
     save node, whose cached result is only valid for files in that folder). `environment` (any
-    JSON value) enters every key.
+    JSON value, or a digest of one as a string) enters every key.
     """
     signatures: dict[str, str] = {}
     extra = extra or {}
     incoming = incoming if incoming is not None else workflow.incoming()
-    env = digest(environment) if environment is not None else ""
+    env = environment if isinstance(environment, str) else (
+        digest(environment) if environment is not None else "")
     nodes = workflow.nodes
     for nid in order:
         node = nodes[nid]

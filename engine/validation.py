@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
+from engine import gc_control
 from engine.document import Workflow
 from engine.errors import Problem, WorkflowError
 from engine.graph_index import GraphIndex
@@ -19,23 +20,26 @@ from engine.sockets import can_connect
 
 
 def validate(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | None = None,
-             index: GraphIndex | None = None) -> list[Problem]:
+             index: GraphIndex | None = None, check_cycles: bool = True) -> list[Problem]:
     """Every problem of the nodes in `scope` (default: all) and of the links touching them."""
-    scope_set = set(workflow.nodes) if scope is None else set(scope)
-    index = index or GraphIndex(workflow)
-    problems: list[Problem] = []
-    problems += _check_links(workflow, registry, scope_set)
-    nodes = workflow.nodes
-    for nid in sorted(scope_set):
-        if nid in nodes:
-            problems += _check_node(workflow, registry, nid, index.links_into(nid))
-    problems += _check_cycles(index, scope_set)
-    return problems
+    with gc_control.paused():  # see engine.gc_control
+        scope_set = set(workflow.nodes) if scope is None else set(scope)
+        index = index or GraphIndex(workflow)
+        problems: list[Problem] = []
+        problems += _check_links(workflow, registry, scope_set)
+        nodes = workflow.nodes
+        for nid in sorted(scope_set):
+            if nid in nodes:
+                problems += _check_node(workflow, registry, nid, index.links_into(nid))
+        if check_cycles:  # a caller that already sorted the scope knows there are none
+            problems += _check_cycles(index, scope_set)
+        return problems
 
 
 def check(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | None = None,
-          source: str | None = None, index: GraphIndex | None = None) -> None:
-    problems = validate(workflow, registry, scope, index)
+          source: str | None = None, index: GraphIndex | None = None,
+          check_cycles: bool = True) -> None:
+    problems = validate(workflow, registry, scope, index, check_cycles)
     if problems:
         raise WorkflowError(problems, source=source)
 

@@ -135,6 +135,8 @@ def unflatten(meta: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def nbytes(value: Any) -> int:
     """Approximate memory held by a value (tensors, arrays, models with parameters)."""
+    if value is None or type(value) in (bool, int, float):
+        return 16
     torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
     if torch is not None and isinstance(value, torch.Tensor):
         return value.element_size() * value.nelement()

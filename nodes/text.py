@@ -142,5 +142,7 @@ class Recaption(NodeType):
                             grammar=grammar, llm=model or None, model_paths=ctx.model_paths,
                             max_new_tokens=max_new_tokens, temperature=temperature,
                             base_url=base_url, model_name=model_name or "",
-                            api_key_env=api_key_env, timeout=timeout, device=ctx.device)
+                            api_key_env=api_key_env, timeout=timeout,
+                            device=ctx.device if backend == "local" else None,
+                            warn=lambda message: ctx.log("warning", message))
         return {"caption": caption}

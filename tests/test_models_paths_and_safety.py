@@ -208,6 +208,6 @@ def test_sha256_streams_and_tracks_changes(tmp_path):
     path = tmp_path / "w.bin"
     data = os.urandom(10_000)
     path.write_bytes(data)
-    assert file_sha256(path, chunk_bytes=1024) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     path.write_bytes(data + b"more")
     assert file_sha256(path) == hashlib.sha256(data + b"more").hexdigest()

@@ -147,3 +147,24 @@ def test_an_invalid_graph_marks_the_nodes_at_fault(qtbot, make_window):
     assert window.runs.last_status == "invalid"
     state = window.scene.nodes[save].run_state
     assert state.state == "failed" and state.message.startswith("images: required IMAGE input")
+
+
+def test_a_rerun_marks_nodes_behind_cached_results_not_needed(qtbot, make_window):
+    window = make_window()
+    ids = _gradient_graph(window)
+    window.actions["run"].trigger()
+    wait_until(qtbot, lambda: not window.runs.busy, 60)
+    window.editor.set_input(ids["save"], "filename_prefix", "again")  # only the save node changed
+    window.actions["run"].trigger()
+    wait_until(qtbot, lambda: not window.runs.busy, 60)
+    assert window.runs.last_status == "done"
+    assert _state(window, ids["save"]) == "done"
+    grad = window.scene.nodes[ids["grad"]]
+    assert grad.run_state.state == "cached" and grad.run_state.badge() == "cached"
+    window.actions["run"].trigger()  # nothing changed: the save node is read, the gradient not
+    wait_until(qtbot, lambda: not window.runs.busy, 60)
+    assert grad.run_state.state == "not_needed" and grad.run_state.badge() == "not needed"
+    window.scene.clearSelection()
+    grad.setSelected(True)
+    assert "not needed" in window.inspector.state_label.text()
+    assert any("not needed" in m for _, m in window.log_panel.lines)

@@ -25,28 +25,6 @@ from engine.document import load_workflow
 from engine.errors import Problem, WorkflowError
 
 
-def add_batch_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workflow", type=Path, help="a workflow file, or the name of a bundled example")
-    p.add_argument("--matrix", type=Path, help="JSONL or CSV file: one job per row, NODE.INPUT "
-                   "keys/columns and an optional id")
-    p.add_argument("--grid", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
-                   help="cartesian product axis (repeatable; on top of --matrix when both)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="batch folder: DIR/<job id>/ per job plus DIR/manifest.jsonl")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="worker processes or "
-                   "Ray actors (default: one per GPU, or 1 without GPUs)")
-    p.add_argument("--address", default=None, help="Ray cluster address ('auto' or host:port); "
-                   "default: start a local Ray")
-    p.add_argument("--gpus-per-job", type=int, default=1, metavar="G")
-    p.add_argument("--retries", type=int, default=2, metavar="R",
-                   help="retries of a job whose worker crashed (node errors are not retried)")
-    p.add_argument("--no-cache", action="store_true", help="execute every node of every job")
-    p.add_argument("--node-pack", action="append", default=[], type=Path,
-                   help="load user nodes from this folder (code: only folders you trust)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`batch` on its own (the same parser as `main.py batch`)."""
     from engine.cli import main as cli_main

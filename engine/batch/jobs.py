@@ -18,21 +18,17 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from engine.batch.manifest import BatchDir
-from engine.run_api import CachePolicy, RunReport, RunRequest, RunStatus
+from engine.run_api import CachePolicy, NamedEnum, RunReport, RunRequest, RunStatus
 
 
-class JobStatus(str, Enum):
+class JobStatus(NamedEnum):
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # stopped on request: no record, runs again next time
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

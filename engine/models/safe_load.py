@@ -12,11 +12,9 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import struct
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -106,33 +104,15 @@ def save_state_dict(tensors: dict[str, torch.Tensor], path: Path | str,
 
 # ---- hashing ----------------------------------------------------------------------------------
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file's bytes, or of a model folder's files, computed once per file version
+    and remembered across processes (engine.file_identity), so loading a model again — in this
+    process or the next — does not read the whole file again."""
+    from engine.file_identity import file_sha256 as remembered_sha256
 
-
-def file_sha256(path: Path | str, chunk_bytes: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes (streamed in 4 MiB chunks), or of a model folder's files in name
-    order. Cached per process by (path, size, mtime) so re-loading a model costs nothing."""
     path = Path(path).resolve()
     _check_exists(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    size = sum(p.stat().st_size for p in files)
-    mtime = max((p.stat().st_mtime_ns for p in files), default=0)
-    key = (str(path), size, mtime)
-    with _HASH_LOCK:
-        if key in _HASH_CACHE:
-            return _HASH_CACHE[key]
-    digest = hashlib.sha256()
-    for p in files:
-        if path.is_dir():  # the names are part of a folder's identity
-            digest.update(p.relative_to(path).as_posix().encode() + b"\0")
-        with open(p, "rb") as f:
-            while chunk := f.read(chunk_bytes):
-                digest.update(chunk)
-    value = digest.hexdigest()
-    with _HASH_LOCK:
-        _HASH_CACHE[key] = value
-    return value
+    return remembered_sha256(path)
 
 
 # ---- internals --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.errors import NodeError
 from engine.recaption.builtin import GRAMMARS, builtin_caption
@@ -70,11 +70,14 @@ def recaption(prompt: str, backend: str = "builtin", *, seed: int = 0, max_words
               on_error: str = "raise", grammar: str = "dense", llm: Path | str | None = None,
               model_paths: Any = None, max_new_tokens: int = 256, temperature: float = 0.7,
               base_url: str = DEFAULT_BASE_URL, model_name: str = "",
-              api_key_env: str = DEFAULT_KEY_ENV, timeout: float = 60.0, device: Any = None) -> str:
+              api_key_env: str = DEFAULT_KEY_ENV, timeout: float = 60.0, device: Any = None,
+              warn: Callable[[str], None] | None = None) -> str:
     """The dense caption of `prompt` from `backend`.
 
     `llm` names the local model: a path, or a name resolved with `model_paths` under kind "llm".
     `api_key_env` is the NAME of the environment variable holding the key, read only when sending.
+    `warn` receives the message when a failure falls back to the prompt (the node passes its
+    run log, so the user sees it; without one it goes to Python's logging).
     """
     if backend not in BACKENDS:
         raise RecaptionError(backend, "unknown backend", f"Choose one of {', '.join(BACKENDS)}",
@@ -107,7 +110,11 @@ def recaption(prompt: str, backend: str = "builtin", *, seed: int = 0, max_words
     except Exception as exc:  # noqa: BLE001 - any backend failure may fall back on request
         error = _as_recaption_error(backend, exc)
         if on_error == "use prompt":
-            _LOG.warning("%s; using the prompt unchanged", error)
+            message = f"{error}; using the prompt unchanged"
+            if warn is not None:
+                warn(message)
+            else:
+                _LOG.warning("%s", message)
             return prompt
         raise error from exc
 

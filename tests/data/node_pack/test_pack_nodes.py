@@ -30,3 +30,15 @@ class IgnoreInterrupt(NodeType):
     def execute(cls, ctx, seconds):
         time.sleep(seconds)
         return {"value": 1}
+
+
+class SayWarning(NodeType):
+    """An output node that only says something to the user through the run log."""
+
+    spec = NodeSpec(name="SayWarning", category="testing", description=__doc__, is_output=True,
+                    inputs=(Input("message", T.STRING, "mind the gap"),))
+
+    @classmethod
+    def execute(cls, ctx, message):
+        ctx.log("warning", message)
+        return {}
