@@ -70,11 +70,14 @@ def run_studio(workflow: str | None = None, prestart_worker: bool = True) -> int
     from app.main_window import MainWindow
     from app.studio_settings import StudioPrefs
 
-    settings = load_settings()
+    problems: list[str] = []
+    settings = load_settings(problems=problems)
     registry = default_registry(settings.node_packs)
     window = MainWindow(registry, settings, StudioPrefs.load())
     for error in registry.pack_errors:
         window.log_panel.append("warning", f"node pack: {error}")
+    for problem in problems:
+        window.log_panel.append("warning", problem)
     window.show()
     open_initial_document(window, workflow)
     if prestart_worker:

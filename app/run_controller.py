@@ -200,8 +200,9 @@ class RunController(QObject):
                 self._set(nid, state="not_needed" if action == "not_needed" else "queued")
             self.run_started.emit(event.run_id)
             idle = sum(1 for action in plan.values() if action == "not_needed")
+            count = len(event.node_ids)
             self.log.emit("info", f"{self.current_run.label if self.current_run else 'run'} started: "
-                                  f"{len(event.node_ids)} nodes"
+                                  f"{count} node{'s' if count != 1 else ''}"
                                   + (f" ({idle} not needed: their results' readers are cached)"
                                      if idle else ""))
         elif isinstance(event, ev.NodeCached):

@@ -101,8 +101,8 @@ def find_workflow(value: str | Path) -> Path:
     """What a command-line workflow argument names: an existing file as it is, else a bundled
     example by name. Raises WorkflowError saying both were tried."""
     path = Path(value).expanduser()
-    if path.is_file():
-        return path
+    if path.exists():
+        return path  # a file, or something else the loader will say it cannot read
     try:
         return bundled_workflow(str(value))
     except WorkflowError as exc:

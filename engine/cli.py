@@ -12,6 +12,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -106,16 +107,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.handler(args)
 
 
+def load_settings_or_warn() -> Any:
+    """The user's settings; problems in the settings file are printed as warnings, never fatal."""
+    from engine.config import load_settings
+
+    problems: list[str] = []
+    settings = load_settings(problems=problems)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return settings
+
+
 # ---- run -------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine import bundle
-    from engine.config import load_settings
     from engine.context import InterruptFlag
     from engine.document import load_workflow
     from engine.runtime import make_executor
 
-    settings = load_settings()
+    settings = load_settings_or_warn()
     settings.node_packs = [*settings.node_packs, *map(str, args.node_pack)]
     out_dir = (args.out or Path(settings.output_dir)).resolve()
     settings.output_dir = str(out_dir)
@@ -142,8 +153,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-    write_report(report, args.report or out_dir / "report.json",
-                 workflow=str(path), overrides=list(args.overrides), output_dir=str(out_dir))
+    context = dict(workflow=str(path), overrides=list(args.overrides), output_dir=str(out_dir))
+    if args.report:
+        targets = [args.report]
+    else:  # one file per run, so runs sharing a folder never lose each other's report
+        targets = [out_dir / "reports" / f"{time.strftime('%Y%m%d-%H%M%S')}-{report.run_id}.json",
+                   out_dir / "report.json"]  # and the latest run's, where scripts look for it
+    for target in targets:
+        try:
+            write_report(report, target, **context)
+        except OSError as exc:  # the run itself is done; its outputs are on disk
+            print(f"warning: could not write the report {target}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            break
     return finish_message(report, out_dir)
 
 
@@ -152,7 +174,7 @@ def write_report(report: RunReport, path: Path, **context: Any) -> None:
 
     data = report.to_json()
     data.update(context)
-    atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=True) + "\n")
 
 
 def finish_message(report: RunReport, out_dir: Path) -> int:
@@ -173,12 +195,11 @@ def finish_message(report: RunReport, out_dir: Path) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine import bundle
-    from engine.config import load_settings
     from engine.document import load_workflow
     from engine.registry import default_registry
     from engine.validation import validate
 
-    settings = load_settings()
+    settings = load_settings_or_warn()
     registry = default_registry([*settings.node_packs, *map(str, args.node_pack)])
     status = EXIT_OK
     for given in args.workflows:
@@ -196,10 +217,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from engine.config import load_settings
     from engine.registry import default_registry
 
-    settings = load_settings()
+    settings = load_settings_or_warn()
     registry = default_registry([*settings.node_packs, *map(str, args.node_pack)])
     if args.json:
         print(json.dumps(registry.catalogue(), indent=2, default=str))

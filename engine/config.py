@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from engine import safe_json
 
 APP_NAME = "reelgraph"
 
@@ -48,9 +51,13 @@ class Settings:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Settings":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: dict[str, Any], problems: list[str] | None = None) -> "Settings":
+        """Settings from a dict; a value of the wrong kind is left at its default, and why is
+        appended to `problems` (naming the key) when a list is given."""
+        clean, found = check_settings(data)
+        if problems is not None:
+            problems.extend(found)
+        return cls(**clean)
 
 
 def config_path() -> Path:
@@ -58,17 +65,62 @@ def config_path() -> Path:
     return Path(env) if env else Path(platformdirs.user_config_dir(APP_NAME)) / "config.json"
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Settings from the config file plus environment overrides. A broken file is ignored with
-    a warning in `Settings`-less form: the app must start even when the config is damaged."""
+def check_settings(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the valid known fields of `data`, one message per invalid one). Unknown keys are kept out
+    silently: a newer Reelgraph may have written them."""
+    clean: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in data.items():
+        kind = _FIELD_KINDS.get(key)
+        if kind is None:
+            continue
+        why = _value_problem(kind, value)
+        if why:
+            problems.append(f"setting {key!r}: {why}; using the default")
+        else:
+            clean[key] = list(value) if kind == "paths" else value
+    return clean, problems
+
+
+_FIELD_KINDS = {"model_roots": "paths", "node_packs": "paths", "cache_dir": "path",
+                "output_dir": "path", "input_dir": "path", "ram_cache_bytes": "bytes",
+                "model_ram_bytes": "bytes", "disk_cache_bytes": "bytes", "device": "device"}
+_DEVICE = re.compile(r"(|auto|cpu|mps|cuda(:\d+)?)")
+
+
+def _value_problem(kind: str, value: Any) -> str:
+    if kind == "paths":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            return "must be a list of folder paths"
+    elif kind == "path":
+        if not isinstance(value, str):
+            return "must be a folder path (text)"
+    elif kind == "bytes":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return "must be a whole number of bytes (0 = automatic)"
+    elif kind == "device" and not (isinstance(value, str) and _DEVICE.fullmatch(value)):
+        return "must be one of '', 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+    return ""
+
+
+def load_settings(path: Path | None = None, problems: list[str] | None = None) -> Settings:
+    """Settings from the config file plus environment overrides. The app must start even when
+    the config is damaged: a file that cannot be read or parsed, and any value of the wrong kind,
+    is replaced by defaults, and each problem, naming the file and key, is appended to
+    `problems` for the caller to show."""
     path = path or config_path()
+    found: list[str] = []
     data: dict[str, Any] = {}
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(loaded, dict):
-            data = loaded
-    except (OSError, ValueError):
-        pass
+    if path.exists():
+        try:
+            loaded = safe_json.loads(safe_json.read_text_file(path, safe_json.MAX_SMALL_FILE_BYTES,
+                                                              "settings file"))
+            if isinstance(loaded, dict):
+                data = loaded
+            else:
+                found.append("the settings file must hold a JSON object; using the defaults")
+        except safe_json.JsonFileError as exc:
+            found.append(f"{exc}; using the defaults")
     env = os.environ
     if env.get("REELGRAPH_CACHE_DIR"):
         data["cache_dir"] = env["REELGRAPH_CACHE_DIR"]
@@ -76,10 +128,10 @@ def load_settings(path: Path | None = None) -> Settings:
         data["output_dir"] = env["REELGRAPH_OUTPUT_DIR"]
     if env.get("REELGRAPH_INPUT_DIR"):
         data["input_dir"] = env["REELGRAPH_INPUT_DIR"]
-    try:
-        return Settings.from_json(data)
-    except TypeError:
-        return Settings()
+    settings = Settings.from_json(data, found)
+    if problems is not None:
+        problems.extend(f"{path}: {p}" for p in found)
+    return settings
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:

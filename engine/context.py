@@ -8,6 +8,7 @@ outside it, whatever a graph file says.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class ExecutionContext:
     files: list[Path] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     log_sink: Callable[[str, str], None] | None = None  # (level, message) -> the run's log
+    claims: list[Path] = field(default_factory=list)  # output names taken by unique_output_path
 
     @property
     def device(self) -> Any:
@@ -103,16 +105,40 @@ class ExecutionContext:
     def output_path(self, relative: str) -> Path:
         """A path for a new output file under the output folder; parent folders are created."""
         path = confine(self.output_dir, relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeError(f"cannot create the output folder {path.parent}: "
+                            f"{exc.strerror or exc}; choose another output folder") from None
         return path
 
     def unique_output_path(self, prefix: str, suffix: str) -> Path:
-        """`prefix_00001.suffix` with the first counter not yet taken (ComfyUI's naming)."""
+        """`prefix_00001.suffix` with the first counter not yet taken (ComfyUI's naming). The
+        name is claimed atomically (an empty file created with O_EXCL), so two runs writing
+        into one folder at once never pick the same name; the writer replaces the empty file.
+        A claim the node never fills is removed if the node fails (`release_claims`)."""
         for counter in range(1, 1_000_000):
             path = self.output_path(f"{prefix}_{counter:05d}{suffix}")
-            if not path.exists():
-                return path
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise NodeError(f"cannot create {path.name} in the output folder {path.parent}: "
+                                f"{exc.strerror or exc}") from None
+            self.claims.append(path)
+            return path
         raise NodeError(f"too many outputs named {prefix!r}")
+
+    def release_claims(self) -> None:
+        """Remove the names this node claimed but left empty (it failed before writing)."""
+        for path in self.claims:
+            try:
+                if path.stat().st_size == 0:
+                    path.unlink()
+            except OSError:
+                pass
+        self.claims.clear()
 
     def register_output(self, path: Path) -> None:
         """Record a file this node wrote, for the run report and the studio's preview."""

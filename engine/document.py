@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import gc_control
+from engine import gc_control, safe_json
 from engine.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from engine.errors import Problem, WorkflowError
 from engine.migrations import CURRENT_VERSION, FORMAT_NAME, migrate
+from engine.schema import unicode_problem
 
 NODE_MODES = ("normal", "bypass", "mute")
 _NODE_FIELDS = {"type", "inputs", "mode", "title"}
@@ -157,35 +158,40 @@ def load_workflow(source: str | Path, *, allow_newer: bool = False) -> Workflow:
     """Read a workflow file. Raises only WorkflowError (unreadable file, bad JSON, bad shape)."""
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowError(f"cannot read workflow file: {exc}", source=str(path)) from None
+        text = safe_json.read_text_file(path, safe_json.MAX_WORKFLOW_BYTES, "workflow file")
+    except safe_json.JsonFileError as exc:
+        raise WorkflowError(str(exc), source=str(path)) from None
     return loads_workflow(text, source=str(path), allow_newer=allow_newer)
 
 
 def loads_workflow(text: str | bytes, *, source: str | None = None,
                    allow_newer: bool = False) -> Workflow:
-    """Parse workflow JSON text. Raises only WorkflowError."""
+    """Parse workflow JSON text (strictly: engine.safe_json). Raises only WorkflowError."""
     try:
         with gc_control.paused():
-            data = json.loads(text)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise WorkflowError(f"not valid JSON: {exc}", source=source) from None
-    return workflow_from_json(data, source=source, allow_newer=allow_newer, copy_data=False)
+            data = safe_json.loads(text)
+    except safe_json.JsonFileError as exc:
+        raise WorkflowError(str(exc), source=source) from None
+    return workflow_from_json(data, source=source, allow_newer=allow_newer, copy_data=False,
+                              depth_checked=True)
 
 
 def workflow_from_json(data: Any, *, source: str | None = None, allow_newer: bool = False,
-                       copy_data: bool = True) -> Workflow:
+                       copy_data: bool = True, depth_checked: bool = False) -> Workflow:
     """Build a Workflow from parsed JSON, migrating old versions. Raises only WorkflowError.
     With `copy_data=False` the Workflow may share nested values with `data` (for JSON just
     parsed, or held by nobody else: copying a 100,000-node document costs more than parsing it)."""
     try:
         with gc_control.paused():  # parsing creates no cycles; see engine.gc_control
+            if not depth_checked:  # data that did not come through safe_json.loads
+                safe_json.check_depth(data)
             if copy_data:
                 data = copy.deepcopy(data)
             return _from_json(data, source, allow_newer)
     except WorkflowError:
         raise
+    except safe_json.JsonFileError as exc:
+        raise WorkflowError(str(exc), source=source) from None
     except RecursionError:
         raise WorkflowError("document is nested too deeply", source=source) from None
     except Exception as exc:  # defensive: any surprise in a hostile file becomes a WorkflowError
@@ -243,9 +249,10 @@ def _from_json(data: Any, source: str | None, allow_newer: bool) -> Workflow:
 
 
 def _parse_node(nid: str, nj: Any, problems: list[Problem]) -> NodeInstance | None:
-    if not nid or len(nid) > MAX_ID_LENGTH or any(ord(c) < 32 for c in nid):
+    if (not nid or len(nid) > MAX_ID_LENGTH or any(ord(c) < 32 for c in nid)
+            or unicode_problem(nid)):
         problems.append(Problem("bad_id", f"node id {nid[:40]!r} must be 1-{MAX_ID_LENGTH} "
-                                "printable characters", node_id=nid[:40]))
+                                "printable characters", node_id=ascii(nid[:40])))
         return None
     if not isinstance(nj, dict):
         problems.append(Problem("bad_shape", "a node must be an object", node_id=nid))
@@ -279,7 +286,7 @@ def _parse_link(index: int, lj: Any, problems: list[Problem]) -> Link | None:
                                 '"to": {"node", "input"}}'))
         return None
     parts = (lj["from"].get("node"), lj["from"].get("output"), lj["to"].get("node"), lj["to"].get("input"))
-    if not all(isinstance(p, str) and p for p in parts):
+    if not all(isinstance(p, str) and p and not unicode_problem(p) for p in parts):
         node = parts[2] if isinstance(parts[2], str) else None
         problems.append(Problem("bad_link", f"{where}: node ids and socket names must be non-empty "
                                 "strings", node_id=node))

@@ -338,10 +338,12 @@ class _Run:
         try:
             outputs = check_outputs(spec, node_cls.execute(ctx, **inputs))
         except Interrupted:
+            ctx.release_claims()
             self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.INTERRUPTED,
                                                 time.perf_counter() - t0)
             raise
         except Exception as exc:
+            ctx.release_claims()
             message = str(exc) if isinstance(exc, NodeError) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, NodeError) and exc.input:
                 message = f"input {exc.input!r}: {message}"

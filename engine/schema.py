@@ -74,6 +74,9 @@ class InputSpec:
         elif t in (SocketType.STRING, SocketType.TEXT):
             if not isinstance(value, str):
                 return f"expected a string, got {_json_kind(value)}"
+            why = unicode_problem(value)
+            if why:
+                return why
             if self.choices is not None and value not in self.choices:
                 return f"{value!r} is not one of {', '.join(map(repr, self.choices))}"
             return None
@@ -193,6 +196,19 @@ def Input(name: str, type: SocketType, default: Any = None, **kw: Any) -> InputS
 
 def Output(name: str, type: SocketType, tooltip: str = "") -> OutputSpec:  # noqa: N802
     return OutputSpec(name=name, type=type, tooltip=tooltip)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be stored as UTF-8 (a lone surrogate, e.g. from a non-UTF-8 byte in a
+    command-line argument or file), or None. Such text would pass here and fail later when a
+    file, a cache key or a manifest line is written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        return (f"contains {ascii(bad)} at position {exc.start}, which is not valid Unicode text "
+                "(was the file or command-line argument not UTF-8?); retype that character")
+    return None
 
 
 def _json_kind(value: Any) -> str:

@@ -83,3 +83,12 @@ def compute_signatures(workflow: Workflow, registry: NodeRegistry, order: Iterab
         payload = [spec.name, spec.version, node.mode, inputs, extra.get(nid), env]
         signatures[nid] = digest(payload)
     return signatures
+
+
+def workflow_signature(workflow: Workflow) -> str:
+    """A hash of everything in a workflow that execution reads — node types, modes, input values
+    and links, never ids' order, titles, layout or meta. The batch manifest keeps it per job, so
+    a job done with an older version of the graph is run again."""
+    return digest({"nodes": {nid: [n.type, n.mode, n.inputs] for nid, n in workflow.nodes.items()},
+                   "links": sorted([l.from_node, l.from_output, l.to_node, l.to_input]
+                                   for l in workflow.links)})

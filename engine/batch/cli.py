@@ -18,9 +18,8 @@ from engine import bundle
 from engine.batch.jobs import StopSignal
 from engine.batch.matrix import BatchError, build_jobs, parse_grid, read_matrix
 from engine.batch.progress import BatchProgress, summary_lines
-from engine.batch.runner import prepare_tasks, run_batch
-from engine.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_problems
-from engine.config import load_settings
+from engine.batch.runner import pending_tasks, prepare_tasks, run_batch
+from engine.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, load_settings_or_warn, print_problems
 from engine.document import load_workflow
 from engine.errors import Problem, WorkflowError
 
@@ -59,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         problems.append("give the jobs: --matrix FILE and/or --grid NODE.INPUT=v1,v2,...")
     if problems:
         raise BatchError(problems)
-    settings = load_settings()
+    settings = load_settings_or_warn()
     settings.node_packs = [*settings.node_packs, *(str(p.resolve()) for p in args.node_pack)]
     settings.output_dir = str(args.out.resolve())
     workflow = load_workflow(bundle.find_workflow(args.workflow))
@@ -85,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     # never left half-done, up to and including closing the workers.
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        backend = _make_backend(args, settings)
+        backend = _make_backend(args, settings, max_workers=max(1, len(pending_tasks(tasks, args.out))))
         try:
             where = f"{backend.label} ({backend.size} worker{'s' * (backend.size != 1)})"
             summary = run_batch(tasks, args.out, backend, stop=stop,
@@ -100,13 +99,14 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.exit_code == 0 else EXIT_FAILED
 
 
-def _make_backend(args: argparse.Namespace, settings: Any) -> Any:
+def _make_backend(args: argparse.Namespace, settings: Any, max_workers: int) -> Any:
     if args.executor == "ray":
         from engine.batch.ray_executor import RayPool
 
         return RayPool(settings, address=args.address, workers=args.workers,
-                       gpus_per_job=args.gpus_per_job, retries=args.retries)
+                       gpus_per_job=args.gpus_per_job, retries=args.retries,
+                       max_workers=max_workers)
     from engine.batch.local import LocalPool
 
     return LocalPool(settings, workers=args.workers, gpus_per_job=args.gpus_per_job,
-                     retries=args.retries)
+                     retries=args.retries, max_workers=max_workers)

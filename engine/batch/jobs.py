@@ -37,6 +37,7 @@ class JobTask:
     overrides: tuple[str, ...]
     workflow_json: dict[str, Any]  # the workflow with this job's overrides applied
     use_cache: bool = True
+    workflow_signature: str = ""  # engine.signature.workflow_signature of that workflow
 
     def request(self, output_dir: Path | str) -> RunRequest:
         """The run of this job, writing into `output_dir` (its attempt folder)."""

@@ -102,11 +102,13 @@ class LocalPool:
 
     def __init__(self, settings: Settings | None = None, workers: int | None = None,
                  gpus_per_job: int = 1, retries: int = 2, stop_grace: float = 10.0,
-                 gpus: int | None = None):
+                 gpus: int | None = None, max_workers: int | None = None):
         self.settings = settings or Settings()
         self.retries = max(0, retries)
         self.stop_grace = stop_grace
         envs = worker_envs(workers, detect_gpus() if gpus is None else gpus, gpus_per_job)
+        if max_workers:  # never more workers than jobs to run
+            envs = envs[:max(1, max_workers)]
         self.clients = [WorkerClient(self.settings, env=env) for env in envs]
         self._probes: dict[int, str] = {}  # slot -> run id of its start-up probe (an empty run)
         self._boot_failures = [0] * len(self.clients)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -32,6 +33,7 @@ from engine.atomic_files import fsync_dir
 from engine.batch.matrix import BatchError
 
 MANIFEST = "manifest.jsonl"
+_ATTEMPT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.(old\.)?[0-9a-f]{8}")  # new_partial / publish names
 PARTIAL = ".partial"
 LOCK = ".lock"
 
@@ -51,14 +53,24 @@ class JobRecord:
     finished_at: str = ""  # UTC, ISO 8601
     nodes: dict[str, Any] = field(default_factory=dict)  # node id -> {type, status, seconds}
     log: list[dict[str, Any]] = field(default_factory=list)  # {level, message, node_id} lines
+    workflow: str = ""  # signature of the job's workflow: editing the graph re-runs the job
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "JobRecord":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: Any) -> "JobRecord":
+        """A record from a manifest line; ValueError for anything that is not one of ours."""
+        if not isinstance(data, dict):
+            raise ValueError("a manifest line must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        if not (isinstance(record.id, str) and record.status in ("done", "failed")
+                and isinstance(record.overrides, list) and isinstance(record.outputs, list)
+                and all(isinstance(o, str) for o in record.overrides + record.outputs)
+                and isinstance(record.workflow, str)):
+            raise ValueError("not a job record")
+        return record
 
 
 def read_manifest(path: str | Path) -> dict[str, JobRecord]:
@@ -70,19 +82,18 @@ def read_manifest(path: str | Path) -> dict[str, JobRecord]:
         return records
     for line in text.splitlines():
         try:
-            data = json.loads(line)
-            record = JobRecord.from_json(data)
-        except (ValueError, TypeError):
+            record = JobRecord.from_json(json.loads(line))
+        except (ValueError, TypeError, RecursionError):
             continue  # a line torn by a kill mid-append, or not ours
-        if isinstance(record.id, str) and record.status in ("done", "failed"):
-            records[record.id] = record
+        records[record.id] = record
     return records
 
 
 def append_record(path: str | Path, record: JobRecord) -> None:
     """Append one record as a line and fsync, starting a fresh line after a torn one."""
     path = Path(path)
-    line = json.dumps(record.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+    # ASCII escapes: any text (even a lone surrogate) round-trips, and a line is always UTF-8
+    line = json.dumps(record.to_json(), ensure_ascii=True, separators=(",", ":")) + "\n"
     with open(path, "ab") as f:
         if f.tell() > 0:
             with open(path, "rb") as r:
@@ -114,10 +125,11 @@ class BatchDir:
     def record(self, record: JobRecord) -> None:
         append_record(self.manifest_path, record)
 
-    def is_done(self, record: JobRecord | None, overrides: Iterable[str]) -> bool:
-        """Done with the same overrides, and every output still on disk."""
+    def is_done(self, record: JobRecord | None, overrides: Iterable[str], workflow: str = "") -> bool:
+        """Done with the same overrides on the same workflow, and every output still on disk."""
         return (record is not None and record.status == "done"
                 and sorted(record.overrides) == sorted(overrides)
+                and record.workflow == workflow
                 and self.job_dir(record.id).is_dir()
                 and all((self.root / out).exists() for out in record.outputs))
 
@@ -129,14 +141,19 @@ class BatchDir:
         return path
 
     def publish(self, partial: Path, job_id: str, files: Iterable[str]) -> list[str]:
-        """Rename `partial` to DIR/<job_id> (replacing an older folder); returns the outputs'
-        paths relative to DIR."""
+        """Rename `partial` to DIR/<job_id>; returns the outputs' paths relative to DIR. An older
+        folder of this job (one the manifest records) is replaced; a folder the batch did not
+        write is never deleted: it is moved aside to DIR/<job_id>.kept-<nonce>."""
         partial = Path(partial).resolve()
         final = self.job_dir(job_id)
         old = None
-        if final.exists():  # a re-run with new overrides: move the old folder aside, then drop it
-            old = self.root / PARTIAL / f"{job_id}.old.{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
+        if final.exists():
+            nonce = uuid.uuid4().hex[:8]
+            if job_id in self.records():  # our own earlier attempt: replace it
+                old = self.root / PARTIAL / f"{job_id}.old.{nonce}"
+                os.replace(final, old)
+            else:
+                os.replace(final, self.root / f"{job_id}.kept-{nonce}")
         os.replace(partial, final)
         fsync_dir(self.root)
         if old is not None:
@@ -156,8 +173,24 @@ class BatchDir:
 
     def clear_partials(self) -> None:
         """Remove attempts left over by a batch that was killed (never by one still running:
-        callers hold `lock()`)."""
-        shutil.rmtree(self.root / PARTIAL, ignore_errors=True)
+        callers hold `lock()`). Only folders named as this class names them are removed, and
+        `.partial` itself only once empty: whatever else is there is left alone."""
+        folder = self.root / PARTIAL
+        if not folder.is_dir():
+            return
+        for entry in folder.iterdir():
+            if _ATTEMPT.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty: someone else's files
+
+    def foreign_folders(self, job_ids: Iterable[str]) -> list[str]:
+        """Job ids whose folder exists in DIR although the manifest records no run of them:
+        files this batch did not write, in its way."""
+        records = self.records()
+        return [jid for jid in job_ids if jid not in records and self.job_dir(jid).exists()]
 
     @contextmanager
     def lock(self) -> Iterator[None]:

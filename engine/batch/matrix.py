@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from engine import safe_json
 from engine.errors import ReelgraphError, WorkflowError
 from engine.overrides import parse_override
 
@@ -69,9 +70,10 @@ def read_matrix(path: str | Path) -> list[Row]:
     """Rows of a JSONL, JSON or CSV matrix file. Raises BatchError naming every bad line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often write a BOM
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BatchError(f"{path}: cannot read the matrix file: {exc}") from None
+        text = safe_json.read_text_file(path, safe_json.MAX_SMALL_FILE_BYTES, "matrix file")
+    except safe_json.JsonFileError as exc:
+        raise BatchError(f"{path}: {exc}") from None
+    text = text.removeprefix("\ufeff")  # spreadsheets often write a byte-order mark
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         rows, problems = _read_jsonl(text, path.name)
@@ -96,9 +98,9 @@ def _read_jsonl(text: str, name: str) -> tuple[list[Row], list[str]]:
             continue
         where = f"{name} line {number}"
         try:
-            data = json.loads(line)
-        except ValueError as exc:
-            problems.append(f"{where}: not valid JSON ({exc})")
+            data = safe_json.loads(line)
+        except safe_json.JsonFileError as exc:
+            problems.append(f"{where}: {exc}")
             continue
         _row_from_object(data, where, rows, problems)
     return rows, problems
@@ -106,9 +108,9 @@ def _read_jsonl(text: str, name: str) -> tuple[list[Row], list[str]]:
 
 def _read_json_list(text: str, name: str) -> tuple[list[Row], list[str]]:
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        return [], [f"{name}: not valid JSON ({exc})"]
+        data = safe_json.loads(text)
+    except safe_json.JsonFileError as exc:
+        return [], [f"{name}: {exc}"]
     if not isinstance(data, list):
         return [], [f"{name}: a .json matrix must be a list of objects (or use .jsonl)"]
     rows: list[Row] = []
@@ -223,7 +225,7 @@ def _grid_values(raw: str) -> list[str]:
     if raw.lstrip().startswith("["):
         try:
             items = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             items = None
         if isinstance(items, list):
             return [_raw_text(v) for v in items]
@@ -235,7 +237,7 @@ def _grid_values(raw: str) -> list[str]:
 def job_id(overrides: Iterable[str]) -> str:
     """A stable id for a set of overrides: independent of their order, 12 hex digits."""
     canonical = json.dumps(sorted(overrides), ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def build_jobs(rows: Sequence[Row] | None = None,
@@ -263,7 +265,7 @@ def build_jobs(rows: Sequence[Row] | None = None,
                 jid = job_id(texts)
             else:
                 jid = row.id if not point else f"{row.id}-{job_id(f'{t}={r}' for t, r in point)[:6]}"
-            if not _ID.match(jid) or jid in _RESERVED_IDS:
+            if not _ID.fullmatch(jid) or jid in _RESERVED_IDS:  # match() lets "id\n" through
                 problems.append(f"{row.source}: id {jid!r} cannot name a folder; use up to 128 "
                                 "letters, digits, '.', '_' or '-' (not starting with '.')")
                 continue

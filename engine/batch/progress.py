@@ -95,6 +95,9 @@ def summary_lines(summary: Any) -> list[str]:
              f"{len(summary.not_run)} not run; {summary.seconds:.1f} s{rate}"
              + (f"; {summary.retries} crash retr{'y' if summary.retries == 1 else 'ies'}"
                 if summary.retries else "")]
+    changed = getattr(summary, "changed", [])
+    if changed:
+        lines.append(f"{len(changed)} job(s) ran again: the workflow changed since they were done")
     if summary.failed:
         lines.append("failed jobs:")
         lines += [f"  - {jid}: {error}" for jid, error in summary.failed.items()]

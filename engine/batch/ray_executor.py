@@ -79,7 +79,7 @@ class RayPool:
 
     def __init__(self, settings: Settings | None = None, address: str | None = None,
                  workers: int | None = None, gpus_per_job: int = 1, retries: int = 2,
-                 stop_grace: float = 10.0):
+                 stop_grace: float = 10.0, max_workers: int | None = None):
         self.ray = ray = import_ray()
         self.settings = settings or Settings()
         self.retries = max(0, retries)
@@ -91,6 +91,14 @@ class RayPool:
                 if address:
                     ray.init(address=address, **init)
                 else:
+                    # A private Ray for this batch. Ray cannot be bound to loopback (it rewrites
+                    # 127.0.0.1 to the host's address and its gRPC servers listen on every
+                    # interface); what keeps other hosts out is its token authentication, on by
+                    # default for a new local instance (~/.ray/auth_token), unless turned off.
+                    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+                        logging.getLogger("reelgraph.batch").warning(
+                            "RAY_AUTH_MODE=disabled: the local Ray started for this batch "
+                            "accepts work from any host that can reach this machine")
                     ray.init(num_cpus=max(2, workers or 1), **init)
             except Exception as exc:  # unreachable address, version mismatch, no local resources
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
@@ -99,6 +107,8 @@ class RayPool:
         self._actor_cls = ray.remote(JobActor)
         self._options = self._actor_options(workers, gpus_per_job)
         count = self._options.pop("count")
+        if max_workers:  # never more actors than jobs to run
+            count = max(1, min(count, max_workers))
         self._probes: dict[Any, int] = {}  # describe() ref -> slot, for actors still starting
         self._boot_failures = [0] * count
         self._last_error = ""

@@ -24,6 +24,7 @@ from engine.errors import Problem, WorkflowError
 from engine.overrides import apply_overrides
 from engine.registry import NodeRegistry
 from engine.planner import check_runnable
+from engine.signature import workflow_signature
 
 
 def prepare_tasks(workflow: Workflow, jobs: Sequence[Job], registry: NodeRegistry, *,
@@ -44,7 +45,8 @@ def prepare_tasks(workflow: Workflow, jobs: Sequence[Job], registry: NodeRegistr
         if problems:
             failing.append((job, [str(p) for p in problems]))
         else:
-            tasks.append(JobTask(job.id, job.overrides, wf.to_json(), use_cache))
+            tasks.append(JobTask(job.id, job.overrides, wf.to_json(), use_cache,
+                                 workflow_signature(wf)))
     if failing:
         shared = set(failing[0][1]).intersection(*(p for _, p in failing)) \
             if len(failing) == len(jobs) > 1 else set()
@@ -55,11 +57,20 @@ def prepare_tasks(workflow: Workflow, jobs: Sequence[Job], registry: NodeRegistr
     return tasks
 
 
+def pending_tasks(tasks: Sequence[JobTask], out_dir: str | Path) -> list[JobTask]:
+    """The tasks a batch into `out_dir` would run now (those not done on this workflow)."""
+    batch_dir = BatchDir(out_dir)
+    records = batch_dir.records()
+    return [t for t in tasks
+            if not batch_dir.is_done(records.get(t.id), t.overrides, t.workflow_signature)]
+
+
 @dataclass
 class BatchSummary:
     out_dir: Path
     total: int
     skipped: list[str] = field(default_factory=list)  # already done before this invocation
+    changed: list[str] = field(default_factory=list)  # done before, on an older workflow: run again
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # id -> error
     not_run: list[str] = field(default_factory=list)  # interrupted, or never started after a stop
@@ -74,6 +85,7 @@ class BatchSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "total": self.total, "skipped": self.skipped,
+                "changed": self.changed,
                 "done": self.done, "failed": self.failed, "not_run": self.not_run,
                 "retries": self.retries, "seconds": round(self.seconds, 3)}
 
@@ -84,7 +96,7 @@ class _Recorder:
     def __init__(self, batch_dir: BatchDir, summary: BatchSummary, progress: Any,
                  tasks: Sequence[JobTask]):
         self.batch_dir, self.summary, self.progress = batch_dir, summary, progress
-        self.overrides = {t.id: t.overrides for t in tasks}
+        self.tasks = {t.id: t for t in tasks}
 
     def started(self, task: JobTask, worker: str) -> None:
         if self.progress is not None:
@@ -99,10 +111,11 @@ class _Recorder:
         self.summary.results[result.id] = result
         if result.status in (JobStatus.DONE, JobStatus.FAILED):
             self.batch_dir.record(JobRecord(
-                id=result.id, overrides=list(self.overrides[result.id]), status=result.status.value,
-                outputs=result.outputs, seconds=round(result.seconds, 4), error=result.error,
-                attempts=result.attempts, worker=result.worker, finished_at=utc_now(),
-                nodes=result.nodes, log=result.log))
+                id=result.id, overrides=list(self.tasks[result.id].overrides),
+                status=result.status.value, outputs=result.outputs,
+                seconds=round(result.seconds, 4), error=result.error, attempts=result.attempts,
+                worker=result.worker, finished_at=utc_now(), nodes=result.nodes, log=result.log,
+                workflow=self.tasks[result.id].workflow_signature))
         if result.status is JobStatus.DONE:
             self.summary.done.append(result.id)
         elif result.status is JobStatus.FAILED:
@@ -124,13 +137,22 @@ def run_batch(tasks: Sequence[JobTask], out_dir: str | Path, backend: Backend, *
     started = time.perf_counter()
     with batch_dir.lock():
         batch_dir.clear_partials()  # attempts a killed batch left behind
+        foreign = batch_dir.foreign_folders(t.id for t in tasks)
+        if foreign:
+            raise BatchError([f"{batch_dir.job_dir(jid)} exists but no batch wrote it (the "
+                              "manifest has no record of it); move it away or choose another "
+                              "--out" for jid in foreign])
         records = batch_dir.records()
         todo = []
+        todo_ids = {t.id for t in pending_tasks(tasks, out_dir)}
         for task in tasks:
-            if batch_dir.is_done(records.get(task.id), task.overrides):
+            record = records.get(task.id)
+            if task.id not in todo_ids:
                 summary.skipped.append(task.id)
-            else:
-                todo.append(task)
+                continue
+            if batch_dir.is_done(record, task.overrides, record.workflow if record else ""):
+                summary.changed.append(task.id)  # the graph was edited since it was done
+            todo.append(task)
         recorder = _Recorder(batch_dir, summary, progress, tasks)
         if progress is not None:
             progress.begin(summary, todo)
