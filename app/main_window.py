@@ -54,6 +54,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.registry = registry
         self.settings = settings or Settings()
+        self.approved_endpoints: set[str] = set()  # addresses allowed for this session
         self.prefs = prefs or StudioPrefs()
         self.persist_settings = persist_settings
         self.dialogs = dialogs or Dialogs(self)
@@ -264,13 +265,35 @@ class MainWindow(QMainWindow):
         if not self.model.workflow.nodes:
             self.show_message("Nothing to run: the canvas is empty")
             return
+        if not self._endpoints_approved():
+            return
         if targets:
             needed = GraphIndex(self.model.workflow).upstream(targets)
             self.log_panel.append("info", f"{label}: {len(needed)} node(s) needed")
-        self.runs.queue_run(snapshot, targets or None, label)
+        self.runs.queue_run(snapshot, targets or None, label,
+                            approved_endpoints=tuple(sorted(self.approved_endpoints)))
         self._set_run_label()
         if self.randomize_seeds and self.editor.randomize_seeds(random.Random()):
             self.show_message("Queued; seeds flagged “randomize after run” were re-rolled for the next run")
+
+    def _endpoints_approved(self) -> bool:
+        """Addresses the graph names that are not among the user's providers are contacted only
+        once the user says so (for this session); they never get an API key."""
+        from engine.providers import endpoints_needing_approval
+
+        urls = endpoints_needing_approval(self.model.workflow, self.settings.to_json(),
+                                          self.approved_endpoints)
+        if not urls:
+            return True
+        listed = "\n".join(f"  {url}" for url in urls)
+        if self.dialogs.confirm("Send your prompt to an unknown address?",
+                                f"This workflow sends text to:\n{listed}\n\nThese are not among "
+                                "your providers (Settings), so no API key is sent. Allow them for "
+                                "this session?"):
+            self.approved_endpoints.update(urls)
+            return True
+        self.show_message("Run cancelled: the workflow names an address you did not allow")
+        return False
 
     def stop(self) -> None:
         self.runs.stop()

@@ -32,6 +32,7 @@ class QueuedRun:
     targets: list[str] | None = None
     label: str = "Run"
     queued_at: float = field(default_factory=time.time)
+    approved_endpoints: tuple[str, ...] = ()
 
 
 def preview_to_qimage(array: Any) -> QImage | None:
@@ -127,8 +128,9 @@ class RunController(QObject):
 
     # ---- queue --------------------------------------------------------------------------------
     def queue_run(self, workflow_json: dict[str, Any], targets: list[str] | None = None,
-                  label: str = "Run") -> None:
-        self.queue.append(QueuedRun(workflow_json, targets, label))
+                  label: str = "Run", approved_endpoints: tuple[str, ...] = ()) -> None:
+        self.queue.append(QueuedRun(workflow_json, targets, label,
+                                    approved_endpoints=approved_endpoints))
         self.queue_changed.emit(len(self.queue))
         if not self.busy:
             self._submit_next()
@@ -165,7 +167,7 @@ class RunController(QObject):
         try:
             self.current = self.client.submit(RunRequest(
                 run.workflow, tuple(run.targets) if run.targets else None,
-                output_dir=self.output_dir))
+                output_dir=self.output_dir, approved_endpoints=run.approved_endpoints))
         except Exception as exc:  # cannot spawn or reach the worker
             self.current = None
             self.log.emit("error", f"cannot start the run: {exc}")

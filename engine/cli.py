@@ -48,6 +48,9 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--node-pack", action="append", default=[], type=Path,
                      help="load user nodes from this folder (code: only folders you trust)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--allow-endpoint", action="append", default=[], metavar="URL",
+                     help="let this run send text to URL, an address the workflow names that is "
+                          "not one of your providers (it gets no API key)")
     run.set_defaults(handler=cmd_run)
 
     val = sub.add_parser("validate", help="check workflows without running them")
@@ -87,6 +90,9 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-pack", action="append", default=[], type=Path,
                    help="load user nodes from this folder (code: only folders you trust)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--allow-endpoint", action="append", default=[], metavar="URL",
+                   help="let the jobs send text to URL, an address the workflow names that is not "
+                        "one of your providers (it gets no API key)")
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
@@ -136,12 +142,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         print_problems(exc, str(args.workflow))
         return EXIT_INVALID
+    refused = unapproved_endpoints(workflow, settings, args.allow_endpoint)
+    if refused:
+        print_problems(refused, str(path), "needs your approval")
+        return EXIT_INVALID
     executor = make_executor(settings, use_disk_cache=not args.no_cache)
     for error in executor.registry.pack_errors:
         print(f"warning: node pack: {error}", file=sys.stderr)
     request = RunRequest(workflow, tuple(args.target) if args.target else None,
                          tuple(args.overrides), CachePolicy.OFF if args.no_cache else CachePolicy.USE,
-                         str(out_dir), source=str(path))
+                         str(out_dir), source=str(path),
+                         approved_endpoints=tuple(args.allow_endpoint))
     interrupt = InterruptFlag()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupt.set())
     bar = _ProgressBar(enabled=not args.quiet)
@@ -167,6 +178,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             break
     return finish_message(report, out_dir)
+
+
+def unapproved_endpoints(workflow: Any, settings: Any, approved: list[str]) -> WorkflowError | None:
+    """A WorkflowError listing the addresses the workflow names that the user has neither
+    configured as providers nor approved with --allow-endpoint, or None."""
+    from engine.errors import Problem
+    from engine.providers import endpoints_needing_approval
+
+    urls = endpoints_needing_approval(workflow, settings.to_json(), approved)
+    if not urls:
+        return None
+    return WorkflowError([Problem("endpoint", f"the workflow sends text to {url}, which is not one "
+                                  f"of your providers; to allow it, add --allow-endpoint {url} "
+                                  "(no API key is sent) or add it as a provider in your settings")
+                          for url in urls])
 
 
 def write_report(report: RunReport, path: Path, **context: Any) -> None:

@@ -3,8 +3,8 @@
 Read from `<user_config_dir>/reelgraph/config.json` (or the file named by REELGRAPH_CONFIG); every
 field has a default so a fresh machine needs no file. Environment variables override single fields
 (REELGRAPH_CACHE_DIR, REELGRAPH_OUTPUT_DIR, REELGRAPH_MODEL_ROOTS) — tests and CI use them to stay
-inside a temporary folder. Settings hold no secrets: API keys are read from the environment by the
-node that needs them, by variable name.
+inside a temporary folder. Settings hold no secrets: each remote provider names the environment
+variable that holds its key, read only when that provider is called (engine.providers).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class Settings:
     model_ram_bytes: int = 0  # loaded models kept in RAM between runs; 0 = automatic
     disk_cache_bytes: int = 20 << 30
     device: str = ""  # "" = automatic (cuda when present)
+    # remote endpoints a graph may name, {name: {base_url, api_key_env}} (engine.providers):
+    # the key's environment variable is chosen here, never by a workflow
+    providers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.cache_dir:
@@ -84,7 +87,8 @@ def check_settings(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 _FIELD_KINDS = {"model_roots": "paths", "node_packs": "paths", "cache_dir": "path",
                 "output_dir": "path", "input_dir": "path", "ram_cache_bytes": "bytes",
-                "model_ram_bytes": "bytes", "disk_cache_bytes": "bytes", "device": "device"}
+                "model_ram_bytes": "bytes", "disk_cache_bytes": "bytes", "device": "device",
+                "providers": "providers"}
 _DEVICE = re.compile(r"(|auto|cpu|mps|cuda(:\d+)?)")
 
 
@@ -100,6 +104,10 @@ def _value_problem(kind: str, value: Any) -> str:
             return "must be a whole number of bytes (0 = automatic)"
     elif kind == "device" and not (isinstance(value, str) and _DEVICE.fullmatch(value)):
         return "must be one of '', 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+    elif kind == "providers":
+        from engine.providers import check_provider_settings
+
+        return "; ".join(check_provider_settings(value)[1])
     return ""
 
 

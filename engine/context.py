@@ -72,6 +72,7 @@ class ExecutionContext:
     provenance: dict[str, Any] = field(default_factory=dict)
     log_sink: Callable[[str, str], None] | None = None  # (level, message) -> the run's log
     claims: list[Path] = field(default_factory=list)  # output names taken by unique_output_path
+    approved_endpoints: tuple[str, ...] = ()  # addresses the user allowed this run to contact
 
     @property
     def device(self) -> Any:

@@ -125,6 +125,7 @@ class Executor:
         with gc_control.paused():
             runner = _Run(self, cache, workflow, plan, out_dir, on_event,
                           interrupt or InterruptFlag(), report)
+            runner.approved_endpoints = tuple(request.approved_endpoints)
             runner.announce()
         try:
             with gc_control.frozen():
@@ -206,6 +207,7 @@ class _Run:
                     self.readers[parent] = self.readers.get(parent, 0) + 1
         self.throttle = ProgressThrottle()
         self.cached_records = _SharedRecords(NodeStatus.CACHED)
+        self.approved_endpoints: tuple[str, ...] = ()
         self.cache_dir = Path(executor.settings.get("cache_dir") or executor.temp_dir)
         self._workflow_json: dict[str, Any] | None = None  # built once, only if a node runs
         self.provenance: dict[str, Any] = run_provenance(executor)
@@ -396,7 +398,8 @@ class _Run:
             cache_dir=self.cache_dir,
             interrupt=self.interrupt, report_progress=report_progress,
             workflow_source=lambda: self.workflow_json, model_paths=ex.model_paths,
-            settings=ex.settings, provenance=self.provenance, log_sink=log)
+            settings=ex.settings, provenance=self.provenance, log_sink=log,
+            approved_endpoints=self.approved_endpoints)
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def log(self, nid: str | None, level: LogLevel, message: str) -> None:

@@ -6,6 +6,10 @@ Version history:
   lists `[from_node, from_output, to_node, to_input]`.
 - 2: layout moved to the `layout` side table (so it can never touch execution or cache keys);
   links became objects, so they are recognised by name, never by shape.
+- 3: a workflow no longer says where secrets go. Recaption lost `api_key_env` (the environment
+  variable holding a key is a setting of the user's providers) and gained `provider`; a
+  `base_url` that was the default local server or OpenAI's API becomes that provider, any other
+  address stays in `base_url`, which runs only once the user approves it (engine.providers).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import copy
 from typing import Any, Callable
 
 FORMAT_NAME = "reelgraph.workflow"
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
@@ -43,8 +47,31 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+_KNOWN_ENDPOINTS = {"http://127.0.0.1:11434/v1": "ollama-local", "http://localhost:11434/v1":
+                    "ollama-local", "https://api.openai.com/v1": "openai"}
+
+
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, dict):
+        return doc
+    doc["nodes"] = nodes = copy.deepcopy(nodes)
+    for node in nodes.values():
+        if not isinstance(node, dict) or node.get("type") != "Recaption":
+            continue
+        inputs = node.get("inputs")
+        if not isinstance(inputs, dict):
+            continue
+        inputs.pop("api_key_env", None)
+        url = inputs.get("base_url")
+        if isinstance(url, str) and url.strip().rstrip("/") in _KNOWN_ENDPOINTS:
+            inputs["provider"] = _KNOWN_ENDPOINTS[url.strip().rstrip("/")]
+            del inputs["base_url"]
+    return doc
+
+
 # MIGRATIONS[v] turns a version-v document into a version-(v+1) document.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(doc: dict[str, Any], version: int) -> dict[str, Any]:

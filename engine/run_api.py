@@ -73,6 +73,8 @@ class RunRequest:
     output_dir: str | None = None
     run_id: str | None = None
     source: str | None = None  # the file it came from, for messages
+    # addresses the graph names that the user approved for this run (engine.providers)
+    approved_endpoints: tuple[str, ...] = ()
 
     @property
     def use_cache(self) -> bool:

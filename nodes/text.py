@@ -15,9 +15,9 @@ from engine.choices import TEXT_ENCODER_DTYPE_CHOICES
 from engine.context import ExecutionContext
 from engine.errors import NodeError
 from engine.models.paths import BUNDLED_MINILM
+from engine.providers import EndpointRefused, resolve_endpoint
 from engine.recaption import BACKENDS, ON_ERROR, recaption
 from engine.recaption.builtin import GRAMMARS
-from engine.recaption.openai_compat import DEFAULT_BASE_URL, DEFAULT_KEY_ENV
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as T
 from engine.values import Conditioning
@@ -100,12 +100,14 @@ class Recaption(NodeType):
     """Rewrite a short prompt as a dense caption (subject, setting, motion, camera, lighting,
     style; about 80-100 words), as Sora's recaptioner does. Backends: builtin (offline,
     deterministic), local (a causal LM folder in the llm model folder) or openai (any
-    OpenAI-compatible server: Ollama, llama.cpp, vLLM; the API key is read from the environment
-    variable named in api_key_env and is never stored). Results are cached by their inputs, so a
-    remote model is asked again only when something changes: change the seed to re-roll."""
+    OpenAI-compatible server: Ollama, llama.cpp, vLLM). For openai, choose one of your providers
+    (Settings: each has an address and the environment variable holding its key — yours, never
+    the workflow's). An address typed into base_url instead gets no key and runs only once you
+    approve it. Results are cached by their inputs, so a remote model is asked again only when
+    something changes: change the seed to re-roll."""
 
     spec = NodeSpec(
-        name="Recaption", category="text", description=__doc__,
+        name="Recaption", category="text", description=__doc__, version=2,
         inputs=(
             Input("prompt", T.TEXT, "", multiline=True),
             Input("backend", T.STRING, "builtin", choices=BACKENDS),
@@ -113,12 +115,13 @@ class Recaption(NodeType):
                   tooltip="builtin: the caption vocabulary and grammar"),
             Input("model", T.STRING, "", file_kind="llm", optional=True,
                   tooltip="local: a causal LM folder in the llm model folder"),
-            Input("base_url", T.STRING, DEFAULT_BASE_URL,
-                  tooltip="openai: the server's address, e.g. http://127.0.0.1:11434/v1"),
+            Input("provider", T.STRING, "ollama-local",
+                  tooltip="openai: one of your providers (Settings), e.g. ollama-local, openai"),
+            Input("base_url", T.STRING, "",
+                  tooltip="openai: an address that is not one of your providers (no key is "
+                          "sent; runs only once you approve it); empty = the provider's"),
             Input("model_name", T.STRING, "", optional=True,
                   tooltip="openai: the model the server should use"),
-            Input("api_key_env", T.STRING, DEFAULT_KEY_ENV,
-                  tooltip="openai: NAME of the environment variable holding the API key"),
             Input("seed", T.INT, 0, min=0, max=MAX_SEED, seed=True),
             Input("max_words", T.INT, 100, min=10, max=400),
             Input("max_new_tokens", T.INT, 256, min=16, max=4096,
@@ -134,15 +137,22 @@ class Recaption(NodeType):
 
     @classmethod
     def execute(cls, ctx: ExecutionContext, prompt: str, backend: str, grammar: str,
-                model: str | None, base_url: str, model_name: str | None, api_key_env: str,
+                model: str | None, provider: str, base_url: str, model_name: str | None,
                 seed: int, max_words: int, max_new_tokens: int, temperature: float,
                 timeout: float, on_error: str) -> dict[str, Any]:
         ctx.progress(0.0, f"recaptioning ({backend})")
+        endpoint = None
+        if backend == "openai":
+            try:
+                endpoint = resolve_endpoint(provider, base_url, ctx.settings, ctx.approved_endpoints)
+            except EndpointRefused as exc:
+                raise NodeError(str(exc), input="base_url" if base_url.strip() else "provider") from None
         caption = recaption(prompt, backend, seed=seed, max_words=max_words, on_error=on_error,
                             grammar=grammar, llm=model or None, model_paths=ctx.model_paths,
                             max_new_tokens=max_new_tokens, temperature=temperature,
-                            base_url=base_url, model_name=model_name or "",
-                            api_key_env=api_key_env, timeout=timeout,
+                            base_url=endpoint.url if endpoint else "",
+                            model_name=model_name or "",
+                            api_key_env=endpoint.key_env if endpoint else "", timeout=timeout,
                             device=ctx.device if backend == "local" else None,
                             warn=lambda message: ctx.log("warning", message))
         return {"caption": caption}

@@ -295,10 +295,13 @@ def test_recaption_node_in_a_graph(executor, server):
     wf.add_node("Recaption", {"prompt": "a fox in snow", "backend": "builtin", "seed": 2}, node_id="b")
     wf.add_node("Recaption", {"prompt": "a fox in snow", "backend": "openai", "model_name": "m",
                               "base_url": f"http://127.0.0.1:{port}/v1"}, node_id="o")
-    report = executor.run(wf, targets=["b", "o"])
+    from engine.run_api import RunRequest
+
+    request = RunRequest(wf, ("b", "o"), approved_endpoints=(f"http://127.0.0.1:{port}/v1",))
+    report = executor.run(request)
     assert report.status == "done", report.error
     assert report.values["b"]["caption"] == builtin_caption("a fox in snow", seed=2)
     assert report.values["o"]["caption"] == "A fox trots through deep snow under a pale sky."
-    again = executor.run(wf, targets=["b", "o"])
+    again = executor.run(request)
     assert {n: v.status for n, v in again.nodes.items()} == {"b": "cached", "o": "cached"}
     assert len(server.requests) == 1  # cached by inputs: the endpoint is asked once

@@ -26,7 +26,7 @@ from engine.errors import Problem
 from engine.events import LogMessage, RunFinished
 from engine.registry import default_registry
 from engine.run_api import (LogEntry, LogLevel, NodeRecord, NodeStatus, RunError, RunReport,
-                            RunStatus)
+                            RunRequest, RunStatus)
 from engine.worker import WorkerClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +55,13 @@ def _closed_port() -> int:
 
 def test_a_recaption_fallback_warning_reaches_the_report(executor):
     wf = Workflow()
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
     wf.add_node("Recaption", {"prompt": "a fox in snow", "backend": "openai", "model_name": "m",
-                              "base_url": f"http://127.0.0.1:{_closed_port()}/v1",
-                              "on_error": "use prompt", "timeout": 5.0}, node_id="cap")
+                              "base_url": url, "on_error": "use prompt", "timeout": 5.0},
+                node_id="cap")
     events = []
-    report = executor.run(wf, targets=["cap"], on_event=events.append)
+    report = executor.run(RunRequest(wf, ("cap",), approved_endpoints=(url,)),
+                          on_event=events.append)
     assert report.ok and report.values["cap"]["caption"] == "a fox in snow"
     [entry_] = [e for e in report.log if e.node_id == "cap"]
     assert entry_.level is LogLevel.WARNING and "using the prompt unchanged" in entry_.message

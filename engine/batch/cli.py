@@ -19,8 +19,9 @@ from engine.batch.jobs import StopSignal
 from engine.batch.matrix import BatchError, build_jobs, parse_grid, read_matrix
 from engine.batch.progress import BatchProgress, summary_lines
 from engine.batch.runner import pending_tasks, prepare_tasks, run_batch
-from engine.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, load_settings_or_warn, print_problems
-from engine.document import load_workflow
+from engine.cli import (EXIT_FAILED, EXIT_INVALID, EXIT_OK, load_settings_or_warn, print_problems,
+                        unapproved_endpoints)
+from engine.document import load_workflow, workflow_from_json
 from engine.errors import Problem, WorkflowError
 
 
@@ -67,7 +68,14 @@ def _run(args: argparse.Namespace) -> int:
     registry = default_registry(settings.node_packs)
     for error in registry.pack_errors:
         print(f"warning: node pack: {error}", file=sys.stderr)
-    tasks = prepare_tasks(workflow, jobs, registry, use_cache=not args.no_cache)
+    tasks = prepare_tasks(workflow, jobs, registry, use_cache=not args.no_cache,
+                          approved_endpoints=tuple(args.allow_endpoint))
+    refused = sorted({p.message for task in tasks
+                      for p in (unapproved_endpoints(workflow_from_json(task.workflow_json),
+                                                     settings, args.allow_endpoint) or
+                                WorkflowError([])).problems})
+    if refused:
+        raise BatchError(refused)
 
     stop = StopSignal()
     backend: Any = None

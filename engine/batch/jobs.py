@@ -38,11 +38,13 @@ class JobTask:
     workflow_json: dict[str, Any]  # the workflow with this job's overrides applied
     use_cache: bool = True
     workflow_signature: str = ""  # engine.signature.workflow_signature of that workflow
+    approved_endpoints: tuple[str, ...] = ()  # addresses the user allowed (--allow-endpoint)
 
     def request(self, output_dir: Path | str) -> RunRequest:
         """The run of this job, writing into `output_dir` (its attempt folder)."""
         return RunRequest(self.workflow_json, cache=CachePolicy.USE if self.use_cache else
-                          CachePolicy.OFF, output_dir=str(output_dir), source=f"job {self.id!r}")
+                          CachePolicy.OFF, output_dir=str(output_dir), source=f"job {self.id!r}",
+                          approved_endpoints=self.approved_endpoints)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from engine.signature import workflow_signature
 
 
 def prepare_tasks(workflow: Workflow, jobs: Sequence[Job], registry: NodeRegistry, *,
-                  use_cache: bool = True) -> list[JobTask]:
+                  use_cache: bool = True, approved_endpoints: tuple[str, ...] = ()) -> list[JobTask]:
     """Apply and validate every job's overrides. Raises BatchError with one line per problem;
     a problem shared by every job (a broken workflow) is listed once."""
     tasks: list[JobTask] = []
@@ -46,7 +46,7 @@ def prepare_tasks(workflow: Workflow, jobs: Sequence[Job], registry: NodeRegistr
             failing.append((job, [str(p) for p in problems]))
         else:
             tasks.append(JobTask(job.id, job.overrides, wf.to_json(), use_cache,
-                                 workflow_signature(wf)))
+                                 workflow_signature(wf), approved_endpoints))
     if failing:
         shared = set(failing[0][1]).intersection(*(p for _, p in failing)) \
             if len(failing) == len(jobs) > 1 else set()

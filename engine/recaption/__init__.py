@@ -23,8 +23,7 @@ from typing import Any, Callable
 
 from engine.errors import NodeError
 from engine.recaption.builtin import GRAMMARS, builtin_caption
-from engine.recaption.openai_compat import (DEFAULT_BASE_URL, DEFAULT_KEY_ENV, EndpointError,
-                                            chat_completion)
+from engine.recaption.openai_compat import DEFAULT_BASE_URL, EndpointError, chat_completion
 
 BACKENDS = ("builtin", "local", "openai")
 ON_ERROR = ("raise", "use prompt")
@@ -70,12 +69,13 @@ def recaption(prompt: str, backend: str = "builtin", *, seed: int = 0, max_words
               on_error: str = "raise", grammar: str = "dense", llm: Path | str | None = None,
               model_paths: Any = None, max_new_tokens: int = 256, temperature: float = 0.7,
               base_url: str = DEFAULT_BASE_URL, model_name: str = "",
-              api_key_env: str = DEFAULT_KEY_ENV, timeout: float = 60.0, device: Any = None,
+              api_key_env: str = "", timeout: float = 60.0, device: Any = None,
               warn: Callable[[str], None] | None = None) -> str:
     """The dense caption of `prompt` from `backend`.
 
     `llm` names the local model: a path, or a name resolved with `model_paths` under kind "llm".
-    `api_key_env` is the NAME of the environment variable holding the key, read only when sending.
+    `api_key_env` is the NAME of the environment variable holding the key, read only when sending
+    (none by default: which endpoint may get which key is decided by engine.providers).
     `warn` receives the message when a failure falls back to the prompt (the node passes its
     run log, so the user sees it; without one it goes to Python's logging).
     """

@@ -3,8 +3,10 @@
 Invariants:
 - Only http(s) URLs are contacted; the request is one POST to `<base>/chat/completions` with the
   standard library (no extra dependency).
-- The API key is read from the environment variable the caller names, at call time; it is sent as
-  a Bearer header and appears in no error message, log line, graph file or output.
+- The API key is read from the environment variable the caller names, at call time (callers name
+  only variables of providers the user configured: engine.providers); it is sent as a Bearer
+  header and appears in no error message, log line, graph file or output — even when the server
+  echoes it back, in an error or in the caption.
 - Every failure raises `EndpointError` with a one-line cause a user can act on (server not running,
   HTTP status with the server's own message, time-out, malformed answer).
 """
@@ -20,7 +22,6 @@ import urllib.request
 from typing import Any
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434/v1"  # Ollama's OpenAI-compatible API
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 class EndpointError(Exception):
@@ -46,7 +47,7 @@ def chat_url(base_url: str) -> str:
 
 
 def chat_completion(base_url: str, model: str, messages: list[dict[str, str]], *,
-                    api_key_env: str = DEFAULT_KEY_ENV, seed: int | None = None,
+                    api_key_env: str = "", seed: int | None = None,
                     temperature: float = 0.7, max_tokens: int = 256, timeout: float = 60.0) -> str:
     """The assistant message of one chat completion, stripped. Raises EndpointError."""
     if not model.strip():
@@ -63,8 +64,15 @@ def chat_completion(base_url: str, model: str, messages: list[dict[str, str]], *
         headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers,
                                      method="POST")
-    raw = _send(request, url, api_key_env, key, timeout)
-    return _content(raw, url)
+    try:
+        return _without_key(_content(_send(request, url, api_key_env, key, timeout), url), key)
+    except EndpointError as exc:  # a server may echo the key back in its error text
+        raise EndpointError(_without_key(exc.problem, key), _without_key(exc.fix, key)) from None
+
+
+def _without_key(text: str, key: str) -> str:
+    """`text` with the API key, if a server echoed it, replaced by [redacted]."""
+    return text.replace(key, "[redacted]") if len(key) >= 4 else text
 
 
 def _send(request: urllib.request.Request, url: str, key_env: str, key: str, timeout: float) -> bytes:
