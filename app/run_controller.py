@@ -249,6 +249,11 @@ class RunController(QObject):
                 self._set(nid, state="failed" if status == "crashed" else "interrupted", message=message)
             elif state.state == "queued":
                 self._set(nid, state=leftover if leftover != "idle" else "idle")
+        for nid, record in (report.nodes.items() if report is not None else ()):
+            # the report has the last word on nodes no event told about (a failed bypass, a
+            # run cut short by an engine error)
+            if record.status.value == "failed" and self.states.get(nid, NodeRunState()).state != "failed":
+                self._set(nid, state="failed", message=record.reason)
         for problem in report.problems if report is not None else []:
             if problem.node_id:
                 where = f"{problem.input}: " if problem.input else ""

@@ -47,11 +47,11 @@ def run_one(name: str) -> dict:
         report = ex.run(wf, output_dir=Path(tmp) / "out")
         run_s = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-    slowest = sorted(((v.get("seconds", 0.0), k) for k, v in report.nodes.items()), reverse=True)[:3]
-    return {"workflow": name, "status": report.status, "run_s": round(run_s, 2),
+    slowest = sorted(((rec.seconds, k) for k, rec in report.nodes.items()), reverse=True)[:3]
+    return {"workflow": name, "status": report.status.value, "run_s": round(run_s, 2),
             "process_s": round(time.perf_counter() - START, 2), "peak_mib": round(peak),
             "slowest_nodes": [(k, round(s, 2)) for s, k in slowest],
-            "error": (report.error or {}).get("message", "")}
+            "error": report.error.message if report.error else ""}
 
 
 def rerun_interpolation() -> dict:
@@ -68,9 +68,9 @@ def rerun_interpolation() -> dict:
         t0 = time.perf_counter()
         second = ex.run(wf, output_dir=Path(tmp) / "out")
         warm = time.perf_counter() - t0
-    reran = [k for k, v in second.nodes.items() if v.get("status") not in ("cached",)]
+    reran = [k for k, rec in second.nodes.items() if rec.status.value == "executed"]
     return {"cold_s": round(cold, 2), "rerun_s": round(warm, 3), "ratio": round(warm / cold, 3),
-            "status": [first.status, second.status], "nodes_not_cached": reran}
+            "status": [first.status.value, second.status.value], "nodes_executed": reran}
 
 
 def main() -> None:

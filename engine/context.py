@@ -73,6 +73,7 @@ class ExecutionContext:
     log_sink: Callable[[str, str], None] | None = None  # (level, message) -> the run's log
     claims: list[Path] = field(default_factory=list)  # output names taken by unique_output_path
     approved_endpoints: tuple[str, ...] = ()  # addresses the user allowed this run to contact
+    keep_out_of_cache: str = ""  # why this result must not be cached ("" = cache it)
 
     @property
     def device(self) -> Any:
@@ -86,6 +87,11 @@ class ExecutionContext:
         if callable(self.workflow_source):
             self.workflow_source = self.workflow_source()
         return self.workflow_source
+
+    def skip_cache(self, reason: str) -> None:
+        """Do not cache this node's result (e.g. a fallback after a failed remote call: the next
+        run should try again, not serve the fallback as if it were the answer)."""
+        self.keep_out_of_cache = reason or "the node asked"
 
     def log(self, level: str, message: str) -> None:
         """Say something to the user: it reaches the CLI, the report, the studio's log and the

@@ -29,9 +29,15 @@ LIBRARIES = ("torch", "diffusers", "transformers", "safetensors", "av", "opencv-
 class ComputeEnvironment:
     device: str  # "cpu", "cuda", "mps", ...
     versions: tuple[tuple[str, str], ...]  # (distribution, version), "" when not installed
+    # on a GPU, its model and the half precision `auto` picks there (bf16 or fp16): results of
+    # one are not served for the other
+    accelerator: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "versions": dict(self.versions)}
+        out: dict[str, Any] = {"device": self.device, "versions": dict(self.versions)}
+        if self.accelerator:
+            out["accelerator"] = self.accelerator
+        return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,7 +46,21 @@ def describe(device_setting: str = "") -> ComputeEnvironment:
     from engine import __version__
 
     versions = [("reelgraph", __version__)] + [(name, library_version(name)) for name in LIBRARIES]
-    return ComputeEnvironment(device_kind(device_setting), tuple(versions))
+    kind = device_kind(device_setting)
+    return ComputeEnvironment(kind, tuple(versions), _accelerator(kind, device_setting))
+
+
+def _accelerator(kind: str, setting: str) -> str:
+    if kind != "cuda":
+        return ""
+    try:
+        import torch
+
+        index = int(setting.split(":", 1)[1]) if ":" in setting else torch.cuda.current_device()
+        half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return f"{torch.cuda.get_device_name(index)}, {half}"
+    except Exception:  # no usable CUDA (a setting naming a missing GPU fails later, clearly)
+        return "unavailable"
 
 
 def library_version(distribution: str) -> str:

@@ -137,6 +137,11 @@ class Executor:
         except NodeExecutionError as exc:
             report.status = RunStatus.FAILED
             report.error = RunError(exc.message, exc.node_id, exc.node_type, exc.traceback_text)
+        except Exception as exc:  # an engine bug (or an I/O failure outside any node): the run
+            # still closes with a report, so no front end is left waiting
+            report.status = RunStatus.FAILED
+            report.error = RunError(f"internal error: {type(exc).__name__}: {exc}",
+                                    traceback=traceback.format_exc())
         runner.close_records()
         report.values = {t: runner.values[t] for t in plan.targets if t in runner.values}
         report.seconds = time.perf_counter() - started
@@ -222,7 +227,9 @@ class _Run:
 
     def announce(self) -> None:
         plan, nodes, records = self.plan, self.wf.nodes, self.report.nodes
-        self.cache.begin_run()
+        # what this run will read counts as in use from the start, so a model loaded early in
+        # the run never evicts one the run reads later
+        self.cache.begin_run([self.sigs[nid] for nid in plan.scope if plan.actions[nid] is _CACHED])
         idle = _SharedRecords(NodeStatus.NOT_NEEDED)
         for nid in plan.scope:
             if plan.actions[nid] is NodeStatus.NOT_NEEDED:
@@ -281,11 +288,16 @@ class _Run:
                 to_run.add(parent)
                 stack.append(parent)
                 self.total += 1
+        parents = self.plan.index.parents
+        for node in to_run:  # what the recovered nodes read, so it is released after them
+            for parent in parents.get(node, ()):
+                self.readers[parent] = self.readers.get(parent, 0) + 1
         for other in self.plan.scope:
             if other in to_run:
                 if self.interrupt.is_set():
                     raise Interrupted(other)
                 self.bypass(other) if self.wf.nodes[other].mode == "bypass" else self.execute(other)
+                self.release_inputs(other)
                 if other != nid:
                     self.finished += 1
 
@@ -322,9 +334,11 @@ class _Run:
         for ospec in spec.outputs:
             source = next((i for i in spec.inputs if i.type == ospec.type and i.name in linked), None)
             if source is None:
-                raise NodeExecutionError(nid, spec.name, f"bypassed, but no linked input of type "
-                                         f"{ospec.type.value} can stand in for output "
-                                         f"{ospec.name!r}; un-bypass it or link one")
+                message = (f"bypassed, but no linked input of type {ospec.type.value} can stand "
+                           f"in for output {ospec.name!r}; un-bypass it or link one")
+                self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.FAILED, reason=message)
+                self.emit(NodeFailed(self.report.run_id, nid, spec.name, message, ""))
+                raise NodeExecutionError(nid, spec.name, message)
             outputs[ospec.name] = inputs[source.name]
         self.values[nid] = outputs
         self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.BYPASSED)
@@ -358,9 +372,11 @@ class _Run:
         files = [str(p) for p in ctx.files]
         self.values[nid] = outputs
         self.record_models(nid, outputs)
-        if spec.cacheable:
+        if spec.cacheable and not ctx.keep_out_of_cache:
             self.cache.put(self.sigs[nid], {"outputs": outputs, "files": files}, seconds,
-                           warn=lambda text: self.log(nid, LogLevel.WARNING, text))
+                           warn=functools.partial(self.log, nid, _WARNING))
+        elif spec.cacheable:
+            self.cache.discard(self.sigs[nid])  # a result kept from before must not stand in
         self.report.outputs.extend(files)
         self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.EXECUTED, seconds, tuple(files))
         self.emit(NodeDone(self.report.run_id, nid, spec.name, seconds, self.overall(1.0), files))

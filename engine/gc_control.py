@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from typing import Iterator
 
 
@@ -29,10 +30,23 @@ def paused() -> Iterator[None]:
             gc.enable()
 
 
+_frozen_depth = 0
+_frozen_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def frozen() -> Iterator[None]:
-    gc.freeze()
+    """Only the outermost block freezes and unfreezes (gc.unfreeze() is global). Cyclic garbage
+    made before the block waits for the first collection after it."""
+    global _frozen_depth
+    with _frozen_lock:
+        _frozen_depth += 1
+        if _frozen_depth == 1:
+            gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _frozen_lock:
+            _frozen_depth -= 1
+            if _frozen_depth == 0:
+                gc.unfreeze()

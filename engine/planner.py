@@ -84,6 +84,7 @@ class Planner:
         """Raises WorkflowError (and nothing else) for an invalid scope or an unknown target.
         `cached(keys)` says which signatures have a cache entry; None plans every needed node to
         execute (the cache is off)."""
+        targets = None if targets is None else list(targets)  # an iterator would be used up
         memo_key = _content_key(workflow, targets, output_dir)
         static = self._memo.get(memo_key) if memo_key else None
         if static is not None and not self._files_changed(static):

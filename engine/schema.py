@@ -43,6 +43,9 @@ class InputSpec:
     tooltip: str = ""
     file_kind: str | None = None
     seed: bool = False  # the studio offers "randomize after run"
+    # with `file_kind`: an empty value makes the node pick a file from the folder itself, so the
+    # folder's contents are part of the cache key (without it, an empty value reads no file)
+    picks_from_folder: bool = False
     link_only: bool = False  # no widget even for a literal type
 
     @property

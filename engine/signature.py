@@ -76,9 +76,10 @@ def compute_signatures(workflow: Workflow, registry: NodeRegistry, order: Iterab
             if ispec.type is SocketType.FLOAT and type(value) is int:
                 value = float(value)
             inputs[name] = value
-            # an empty choice still counts: nodes like FrameInterpolate(method=auto) then pick
-            # whatever the folder holds, so the folder's contents are part of the key
-            if ispec.file_kind and fingerprint is not None and isinstance(value, (str, type(None))):
+            # an empty choice counts where the node then picks from the folder itself
+            # (FrameInterpolate(method=auto)): the folder's contents are part of the key
+            if (ispec.file_kind and fingerprint is not None and isinstance(value, (str, type(None)))
+                    and (value or ispec.picks_from_folder)):
                 inputs[f"{name}#file"] = fingerprint(ispec.file_kind, value or "")
         payload = [spec.name, spec.version, node.mode, inputs, extra.get(nid), env]
         signatures[nid] = digest(payload)

@@ -85,17 +85,21 @@ class NotSpillable(Exception):
 
 
 def flatten(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Move every tensor in `value` into `tensors` (keyed under `prefix`) and return JSON metadata
-    describing the rest. Raises NotSpillable for anything else."""
+    """Move every tensor in `value` into `tensors` and return JSON metadata describing the rest
+    (`prefix` names where a value sits, for messages). Raises NotSpillable for anything else."""
     torch, np = sys.modules.get("torch"), sys.modules.get("numpy")
+    # tensors are named by a counter: names built from the path alone collide ({"a.0": x} and
+    # {"a": [y]} would both be "a.0"), and the checksum would then bless the wrong tensor
     if torch is not None and isinstance(value, torch.Tensor):
-        tensors[prefix] = value.detach().cpu().contiguous()
-        return {"$tensor": prefix}
+        name = f"t{len(tensors)}"
+        tensors[name] = value.detach().cpu().contiguous()
+        return {"$tensor": name}
     if np is not None and isinstance(value, np.ndarray):
         import torch  # the disk tier stores arrays as tensors
 
-        tensors[prefix] = torch.from_numpy(np.ascontiguousarray(value))
-        return {"$ndarray": prefix}
+        name = f"t{len(tensors)}"
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
+        return {"$ndarray": name}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):

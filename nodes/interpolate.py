@@ -66,6 +66,7 @@ class FrameInterpolate(NodeType):
                       tooltip="output frames per input frame interval; fps is multiplied by it"),
                 Input("method", T.STRING, "auto", choices=METHODS),
                 Input("model", T.STRING, "", file_kind="interpolation", optional=True,
+                      picks_from_folder=True,
                       tooltip="RIFE weights; empty = the first file in the interpolation folder"),
                 Input("scene_cut_threshold", T.FLOAT, DEFAULT_SCENE_CUT_THRESHOLD, min=0.0,
                       max=1.0, step=0.05,

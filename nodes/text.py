@@ -25,6 +25,13 @@ from engine.values import Conditioning
 MAX_SEED = 2**31 - 1  # OpenAI-compatible servers take 32-bit seeds
 
 
+def _fell_back(ctx: ExecutionContext, message: str) -> None:
+    """The backend failed and the prompt goes on unchanged: say so, and keep that fallback out of
+    the cache so the next run asks the backend again."""
+    ctx.log("warning", message)
+    ctx.skip_cache("the recaption backend failed; the prompt was used unchanged")
+
+
 class LoadTextEncoder(NodeType):
     """Load a text encoder: the bundled all-MiniLM-L6-v2 sentence encoder (the demo model's), a
     T5/UMT5 model folder, or a single umt5-xxl file from ComfyUI or Wan (its tokenizer next to it:
@@ -154,5 +161,5 @@ class Recaption(NodeType):
                             model_name=model_name or "",
                             api_key_env=endpoint.key_env if endpoint else "", timeout=timeout,
                             device=ctx.device if backend == "local" else None,
-                            warn=lambda message: ctx.log("warning", message))
+                            warn=lambda message: _fell_back(ctx, message))
         return {"caption": caption}

@@ -206,3 +206,82 @@ def _dead_pid() -> int:
     proc.start()
     proc.join()
     return proc.pid
+
+
+def test_a_locked_or_failing_index_is_a_miss_never_an_error(tmp_path):
+    import sqlite3
+
+    tier = DiskTier(tmp_path, 1 << 30, busy_timeout=0.2)
+    tier.put("a" * 64, {"outputs": {"x": torch.ones(3)}, "files": []})
+    other = sqlite3.connect(str(tmp_path / "index.sqlite3"), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the busy timeout
+    try:
+        assert tier.get("a" * 64)[0] is not None  # WAL: reading never waits for the writer
+        tier.drop("a" * 64)  # cannot write now: never raises
+        assert tier.put("b" * 64, {"outputs": {"x": torch.ones(3)}, "files": []})[0] is False
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not tier._db.in_transaction  # nothing left holding the write lock
+    assert tier.put("c" * 64, {"outputs": {"x": torch.ones(3)}, "files": []}) == (True, "")
+
+    class Broken:  # an index that fails on every statement (disk I/O error, damaged file)
+        in_transaction = False
+
+        def execute(self, *args):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    tier._db = Broken()
+    assert tier.present(["c" * 64]) == set()
+    value, problem = tier.get("c" * 64)
+    assert value is None and "cannot be read" in problem
+    tier.drop("c" * 64)
+
+
+def test_an_engine_failure_still_closes_the_run_with_a_report(tmp_path, registry):
+    from engine.events import RunFinished
+
+    cache = ResultCache(disk_dir=None)
+    ex = Executor(registry, cache, temp_dir=tmp_path)
+    wf = gradient_graph()
+    ex.run(wf, targets=["b"])
+
+    def broken_get(key, warn=None):
+        raise OSError("disk on fire")
+
+    cache.get = broken_get
+    events = []
+    report = ex.run(wf, targets=["b"], on_event=events.append)
+    assert report.status.value == "failed" and "disk on fire" in report.error.message
+    assert isinstance(events[-1], RunFinished) and events[-1].report.status.value == "failed"
+    assert report.nodes["b"].status.value == "pending"
+
+
+def test_tensor_names_never_collide_on_disk(tmp_path):
+    tier = DiskTier(tmp_path, 1 << 30)
+    value = {"outputs": {"a.0": torch.zeros(2), "a": [torch.ones(2)]}, "files": []}
+    tier.put("k" * 64, value)
+    back, _ = tier.get("k" * 64)
+    assert torch.equal(back["outputs"]["a.0"], torch.zeros(2))
+    assert torch.equal(back["outputs"]["a"][0], torch.ones(2))
+
+
+def test_models_the_plan_reads_later_are_protected_from_the_first_load():
+    tier = RamTier(1 << 20, model_budget_bytes=10_000)
+    tier.begin_run()
+    tier.put("a", object(), 6_000, is_model=True)
+    tier.begin_run(reads=["a"])  # the next run will read a, but loads b first
+    tier.put("b", object(), 6_000, is_model=True)
+    assert "a" in tier and "b" in tier
+
+
+def test_freezing_nests():
+    import gc
+
+    from engine import gc_control
+
+    with gc_control.frozen():
+        with gc_control.frozen():
+            pass
+        assert gc.get_freeze_count() > 0  # the inner block did not unfreeze the outer one's
+    assert gc.get_freeze_count() == 0

@@ -212,3 +212,39 @@ def test_a_rerun_in_a_new_process_executes_nothing_and_loads_no_model(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert light.returncode == 0, light.stderr
     assert light.stdout.split() == ["0"]  # exit 0, and no heavy library was imported
+
+
+def test_targets_given_as_an_iterator_are_planned_once(executor):
+    wf = fan_in()
+    plan = executor.plan(wf, (t for t in ["out"]))
+    assert plan.targets == ["out"] and len(plan.scope) == 6
+    assert executor.run(wf, targets=["out"]).values["out"]["result"] == 24.5
+
+
+def test_a_bypassed_node_that_cannot_pass_anything_is_marked_failed(executor):
+    wf = Workflow()
+    wf.add_node("Delay", {"steps": 1, "step_seconds": 0.0}, node_id="d")
+    wf.nodes["d"].mode = "bypass"
+    events = []
+    report = executor.run(wf, targets=["d"], on_event=events.append)
+    assert report.status is RunStatus.FAILED and report.nodes["d"].status is NodeStatus.FAILED
+    assert "un-bypass it" in report.nodes["d"].reason
+    assert any(type(e).__name__ == "NodeFailed" and e.node_id == "d" for e in events)
+
+
+def test_an_empty_model_choice_reads_no_file_unless_the_node_picks_one(tmp_path, registry):
+    """The builtin recaptioner reads no LLM: an LLM appearing in the folder must neither be
+    hashed nor change its key. FrameInterpolate(auto) does pick from its folder."""
+    from engine.models.paths import ModelPaths
+
+    (tmp_path / "llm" / "big").mkdir(parents=True)
+    (tmp_path / "llm" / "big" / "config.json").write_text("{}")
+    wf = Workflow()
+    wf.add_node("Recaption", {"prompt": "a fox"}, node_id="cap")
+    ex = Executor(registry, ResultCache(disk_dir=None), model_paths=ModelPaths([tmp_path]),
+                  temp_dir=tmp_path)
+    before = ex.plan(wf, ["cap"]).signatures["cap"]
+    (tmp_path / "llm" / "big" / "model.safetensors").write_bytes(b"x" * 1000)
+    ex.planner._memo.clear()
+    assert ex.plan(wf, ["cap"]).signatures["cap"] == before
+    assert ex.hasher.hashed == 0

@@ -154,3 +154,16 @@ def test_saved_files_keep_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_recaption_fallback_is_not_cached(executor):
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    wf = Workflow()
+    wf.add_node("Recaption", {"prompt": "a cat", "backend": "openai", "model_name": "m",
+                              "base_url": url, "on_error": "use prompt", "timeout": 5.0},
+                node_id="cap")
+    request = RunRequest(wf, ("cap",), approved_endpoints=(url,))
+    first, second = executor.run(request), executor.run(request)
+    assert first.values["cap"]["caption"] == second.values["cap"]["caption"] == "a cat"
+    assert second.nodes["cap"].status is NodeStatus.EXECUTED  # asked again, and said so again
+    assert any("using the prompt unchanged" in e.message for e in second.log)

@@ -58,9 +58,10 @@ class ResultCache:
         self.spill_min_bytes = spill_min_bytes
         self.stats = CacheStats()
 
-    def begin_run(self) -> None:
-        """Mark the start of a run (models used from now on are protected from each other)."""
-        self.ram.begin_run()
+    def begin_run(self, reads: Iterable[str] = ()) -> None:
+        """Mark the start of a run: models it uses — from now on, and the cached ones it will
+        read (`reads`) — are protected from each other."""
+        self.ram.begin_run(reads)
 
     def present(self, keys: Iterable[str]) -> set[str]:
         """Which keys have an entry in either tier (for planning; nothing is read or verified)."""
@@ -131,6 +132,9 @@ class NullCache(ResultCache):
 
     def get(self, key: str, warn: Warn | None = None) -> Any | None:
         return None
+
+    def discard(self, key: str) -> None:
+        pass
 
     def put(self, key: str, value: Any, seconds: float = 0.0, warn: Warn | None = None) -> None:
         pass

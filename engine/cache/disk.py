@@ -34,14 +34,14 @@ _BATCH = 500  # keys per SELECT ... IN (...)
 
 
 class DiskTier:
-    def __init__(self, root: Path, budget_bytes: int):
+    def __init__(self, root: Path, budget_bytes: int, busy_timeout: float = 60.0):
         self.root = Path(root)
         self.budget = int(budget_bytes)
         self.root.mkdir(parents=True, exist_ok=True)
         if not os.access(self.root, os.W_OK):
             raise PermissionError(f"cache folder {self.root} is not writable")
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.root / "index.sqlite3"), timeout=60.0,
+        self._db = sqlite3.connect(str(self.root / "index.sqlite3"), timeout=busy_timeout,
                                    isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
@@ -58,12 +58,15 @@ class DiskTier:
         """Which of `keys` have an entry (one query per 500 keys; nothing is read or verified)."""
         keys = list(keys)
         found: set[str] = set()
-        with self._lock:
-            for start in range(0, len(keys), _BATCH):
-                chunk = keys[start:start + _BATCH]
-                marks = ",".join("?" * len(chunk))
-                found.update(r[0] for r in self._db.execute(
-                    f"SELECT key FROM entries WHERE key IN ({marks})", chunk))
+        try:
+            with self._lock:
+                for start in range(0, len(keys), _BATCH):
+                    chunk = keys[start:start + _BATCH]
+                    marks = ",".join("?" * len(chunk))
+                    found.update(r[0] for r in self._db.execute(
+                        f"SELECT key FROM entries WHERE key IN ({marks})", chunk))
+        except sqlite3.Error:
+            return set()  # an index that cannot be read now (locked, I/O error): plan misses
         return found
 
     def __contains__(self, key: str) -> bool:
@@ -72,27 +75,33 @@ class DiskTier:
     def get(self, key: str) -> tuple[Any | None, str]:
         """(value, "") on a verified hit; (None, "") on a miss; (None, reason) when the entry was
         unreadable or corrupt (it is deleted)."""
-        with self._lock:
-            row = self._db.execute("SELECT file, kind, checksum FROM entries WHERE key=?",
-                                   (key,)).fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT file, kind, checksum FROM entries WHERE key=?",
+                                       (key,)).fetchone()
+        except sqlite3.Error as exc:
+            return None, f"the cache index cannot be read ({exc})"
         if row is None:
             return None, ""
         file, kind, expected = row
         try:
             data = (self.root / file).read_bytes()
         except OSError as exc:
-            self.drop(key)
+            self.drop(key, expected)
             return None, f"cache entry unreadable ({exc.strerror or exc})"
         if payload.checksum(data) != expected:
-            self.drop(key)
+            self.drop(key, expected)
             return None, "cache entry failed its checksum (the file was damaged)"
         try:
             value = payload.decode(kind, data)
         except CorruptPayload as exc:
-            self.drop(key)
+            self.drop(key, expected)
             return None, f"cache entry could not be decoded ({exc})"
-        with self._lock:
-            self._db.execute("UPDATE entries SET last_used=? WHERE key=?", (time.time(), key))
+        try:  # LRU bookkeeping only: never worth failing a read for
+            with self._lock:
+                self._db.execute("UPDATE entries SET last_used=? WHERE key=?", (time.time(), key))
+        except sqlite3.Error:
+            pass
         return value, ""
 
     # ---- writing ---------------------------------------------------------------------------
@@ -122,11 +131,13 @@ class DiskTier:
                 if old and old[0] != file:
                     evicted.append(old[0])
                 evicted += self._evict_locked(keep=key)
+                # unlinked while the write lock is held: no other process can record a new
+                # payload under one of these names in between
+                for name in evicted:
+                    (self.root / name).unlink(missing_ok=True)
         except (OSError, sqlite3.Error) as exc:
             tmp.unlink(missing_ok=True)
             return False, f"could not write the disk cache ({exc})"
-        for name in evicted:
-            (self.root / name).unlink(missing_ok=True)
         return True, ""
 
     def _evict_locked(self, keep: str) -> list[str]:
@@ -144,12 +155,19 @@ class DiskTier:
             total -= size
         return files
 
-    def drop(self, key: str) -> None:
-        with self._lock, _write_transaction(self._db):
-            row = self._db.execute("SELECT file FROM entries WHERE key=?", (key,)).fetchone()
-            self._db.execute("DELETE FROM entries WHERE key=?", (key,))
-        if row:
-            (self.root / row[0]).unlink(missing_ok=True)
+    def drop(self, key: str, checksum: str | None = None) -> None:
+        """Remove an entry (only the version with `checksum`, when given: another process may
+        have written a good one since this one was found damaged). Never raises."""
+        try:
+            with self._lock, _write_transaction(self._db):
+                row = self._db.execute("SELECT file, checksum FROM entries WHERE key=?",
+                                       (key,)).fetchone()
+                if row is None or (checksum is not None and row[1] != checksum):
+                    return
+                self._db.execute("DELETE FROM entries WHERE key=?", (key,))
+                (self.root / row[0]).unlink(missing_ok=True)
+        except (OSError, sqlite3.Error):
+            pass  # the entry stays; its next read fails its checksum again and retries
 
     def clear(self) -> None:
         with self._lock, _write_transaction(self._db):
@@ -208,7 +226,21 @@ class _write_transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()  # never leave the write lock held (it would block every process)
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
 
 def _abandoned(path: Path) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 Warn = Callable[[str], None]
 
@@ -38,8 +38,12 @@ class RamTier:
         self.model_bytes = 0
         self.generation = 0
 
-    def begin_run(self) -> None:
+    def begin_run(self, reads: Iterable[str] = ()) -> None:
         self.generation += 1
+        for key in reads:  # in use by this run already, though read later
+            item = self._models.get(key)
+            if item is not None:
+                item.generation = self.generation
 
     def get(self, key: str) -> Any | None:
         item = self._results.get(key)
