@@ -222,6 +222,13 @@ def test_an_unwritable_report_or_output_folder_is_one_clear_line(tmp_path):
     output = cli("run", str(GRADIENT), "--out", str(blocker / "out"), "--no-cache", tmp_path=tmp_path)
     assert output.returncode == 1 and b"Traceback" not in output.stderr
     assert b"cannot create the output folder" in output.stderr
+    batch = cli("batch", str(GRADIENT), "--grid", "blend.factor=0.5", "--out", str(blocker / "b"),
+                tmp_path=tmp_path)
+    assert batch.returncode == 2 and b"Traceback" not in batch.stderr
+    assert b"cannot write to the batch folder" in batch.stderr
+    cache = cli("run", str(GRADIENT), "--out", "o2", tmp_path=tmp_path,
+                env={"REELGRAPH_CACHE_DIR": str(blocker / "cache")})
+    assert cache.returncode == 0 and b"RAM only" in cache.stderr  # the cache falls back
 
 
 # ---- batch folders --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ consistent); a second Ctrl+C kills the workers at once. Re-running the same comm
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -42,6 +43,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print_problems(WorkflowError([Problem("batch", line) for line in exc.problems]),
                        what="invalid batch")
         return EXIT_INVALID
+    except OSError as exc:  # the batch folder (or a file in it) cannot be read or written
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:  # before any job started (validating, starting Ray)
         print("interrupted before any job ran", file=sys.stderr)
         return EXIT_FAILED
@@ -59,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         problems.append("give the jobs: --matrix FILE and/or --grid NODE.INPUT=v1,v2,...")
     if problems:
         raise BatchError(problems)
+    check_writable_folder(args.out)
     settings = load_settings_or_warn()
     settings.node_packs = [*settings.node_packs, *(str(p.resolve()) for p in args.node_pack)]
     settings.output_dir = str(args.out.resolve())
@@ -105,6 +111,18 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     return EXIT_OK if summary.exit_code == 0 else EXIT_FAILED
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Refuse, before anything runs, a batch folder that cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BatchError(f"cannot write to the batch folder {folder}: {exc.strerror or exc}; "
+                         "choose another --out") from None
 
 
 def _make_backend(args: argparse.Namespace, settings: Any, max_workers: int) -> Any:
