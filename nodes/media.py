@@ -5,6 +5,9 @@ absolute path; they only read. Every file written goes through the context's con
 paths, so nothing lands outside the output folder whatever a graph file says. Saved files embed
 the workflow and the run's provenance (engine.media), so dropping one on the canvas restores its
 graph. engine.media loads PyAV, Pillow and torch on first use, i.e. when one of these nodes runs.
+
+Loading is capped (engine.media.limits) so that no file can eat the machine, and every file that
+cannot be read is a NodeError naming it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from engine import media
 from engine.context import ExecutionContext
 from engine.errors import NodeError
 from engine.input_files import locate_input_file
+from engine.media import limits
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as T
 from engine.values import Video
@@ -42,40 +46,96 @@ def _embedded(ctx: ExecutionContext) -> dict[str, Any]:
     return {"workflow": ctx.workflow_json or None, "provenance": dict(ctx.provenance)}
 
 
+_CAP_SIDE = int(limits.MAX_PIXELS ** 0.5)
+_DEFAULT_CAP_MB = limits.MAX_VIDEO_BYTES // 2**20
+
+
 class LoadImage(NodeType):
     """Load an image file (PNG, JPEG, WebP, ...) as IMAGE: RGB in [0, 1], alpha dropped, EXIF
-    rotation applied. Relative paths are read from the input folder."""
+    rotation applied. Relative paths are read from the input folder. Images over 8192x8192
+    (67 Mpx) are refused from their header before decoding; over 4096x4096 they load with a
+    warning (video models work at about 1 Mpx)."""
 
     spec = NodeSpec(
         name="LoadImage", category="io", description=__doc__,
         inputs=(Input("image", T.STRING, "", file_kind="input",
-                      tooltip="image file: absolute, or relative to the input folder"),),
+                      tooltip="image file: absolute, or relative to the input folder; at most "
+                              f"{_CAP_SIDE}x{_CAP_SIDE} pixels"),),
         outputs=(Output("image", T.IMAGE),),
     )
 
     @classmethod
     def execute(cls, ctx: ExecutionContext, image: str) -> dict[str, Any]:
-        return {"image": media.read_image(resolve_input(ctx, image, "image"))}
+        path = resolve_input(ctx, image, "image")
+        try:
+            pixels = media.read_image(path)
+        except media.MediaError as exc:  # names the file and what is wrong with it
+            raise NodeError(str(exc), input="image") from None
+        height, width = pixels.shape[1:3]
+        if width * height > limits.WARN_PIXELS:
+            size = f"{limits.megapixels(width, height)}, {limits.human_bytes(pixels.nbytes)}"
+            ctx.log("warning", f"{path.name} is {width}x{height} ({size} as float32); downscaling "
+                               "it first saves memory and time (video models work at about 1 Mpx)")
+        return {"image": pixels}
 
 
 class LoadVideo(NodeType):
-    """Load a video or animated image (mp4, webm, mov, mkv, GIF, WebP) as VIDEO with the file's
-    frame rate. `max_frames` keeps only the first frames (0 = all)."""
+    """Load a video or animated image (mp4, webm, mov, mkv, GIF, WebP) as VIDEO: frames
+    start_frame, start_frame + stride, ... (at most frame_count of them; 0 = to the end) at the
+    file's frame rate divided by stride, so the clip keeps its duration. max_frames (older graphs)
+    also limits the count; the smaller one applies.
+
+    Caps, so that no file can eat the machine: the frames kept may take at most memory_cap_mb
+    (default 2048 MB) as float32, at most 100,000 frames, each at most 8192x8192. A clip over a
+    cap is refused from its header before decoding when the header says its length, otherwise
+    decoding stops at the cap; the error says how many frames fit: pick a range with start_frame,
+    frame_count and stride, or raise memory_cap_mb. Decoding peaks at about 1.25x the clip."""
 
     spec = NodeSpec(
-        name="LoadVideo", category="io", description=__doc__,
+        name="LoadVideo", category="io", description=__doc__, version=2,
         inputs=(Input("video", T.STRING, "", file_kind="input",
                       tooltip="video file: absolute, or relative to the input folder"),
-                Input("max_frames", T.INT, 0, min=0, max=100_000,
-                      tooltip="read at most this many frames from the start (0 = all)")),
+                Input("start_frame", T.INT, 0, min=0, max=100_000_000,
+                      tooltip="first frame to keep (0 = the first frame of the file)"),
+                Input("frame_count", T.INT, 0, min=0, max=limits.MAX_VIDEO_FRAMES,
+                      tooltip="keep at most this many frames (0 = to the end, refused when the "
+                              "clip is over memory_cap_mb; the error says how many fit)"),
+                Input("stride", T.INT, 1, min=1, max=1000,
+                      tooltip="keep every n-th frame from start_frame; the fps is divided by it"),
+                Input("max_frames", T.INT, 0, min=0, max=limits.MAX_VIDEO_FRAMES,
+                      tooltip="older name for frame_count, kept for saved graphs: read at most "
+                              "this many frames (0 = no limit); the smaller of the two applies"),
+                Input("memory_cap_mb", T.INT, _DEFAULT_CAP_MB, min=1, max=1_048_576,
+                      tooltip="refuse to keep frames taking more than this many MB as float32 "
+                              f"(default {_DEFAULT_CAP_MB} MB = 2 GiB); pick a range instead, or "
+                              "raise it if the machine has the memory")),
         outputs=(Output("video", T.VIDEO),),
     )
 
     @classmethod
-    def execute(cls, ctx: ExecutionContext, video: str, max_frames: int) -> dict[str, Any]:
+    def execute(cls, ctx: ExecutionContext, video: str, start_frame: int = 0, frame_count: int = 0,
+                stride: int = 1, max_frames: int = 0,
+                memory_cap_mb: int = _DEFAULT_CAP_MB) -> dict[str, Any]:
         path = resolve_input(ctx, video, "video")
+        count = min((n for n in (frame_count, max_frames) if n), default=0)
+        caps = limits.MediaLimits(max_bytes=memory_cap_mb * 2**20)
         ctx.progress(0.0, f"decoding {path.name}")
-        return {"video": media.read_video(path, max_frames=max_frames or None)}
+        try:
+            clip = media.read_video(path, count or None, start=start_frame, stride=stride,
+                                    limits=caps,
+                                    progress=lambda f: ctx.progress(f, f"decoding {path.name}"))
+        except media.VideoTooLong as exc:
+            raise NodeError(exc.describe(
+                f"Pick a range: frame_count at most {exc.fit} (frames kept), start_frame to skip "
+                "ahead, stride n to keep every n-th frame; or raise memory_cap_mb "
+                f"(now {memory_cap_mb} MB)."), input="frame_count") from None
+        except media.StartPastEnd as exc:
+            raise NodeError(f"start_frame {exc.start} is past the end of {path.name}, which has "
+                            f"{exc.frames} frames; set it to at most {max(0, exc.frames - 1)}",
+                            input="start_frame") from None
+        except media.MediaError as exc:  # names the file and what is wrong with it
+            raise NodeError(str(exc), input="video") from None
+        return {"video": clip}
 
 
 class SaveImage(NodeType):

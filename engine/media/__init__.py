@@ -17,8 +17,12 @@ Invariants:
 - Metadata: the workflow and the provenance are embedded in the file itself (PNG text chunks,
   mp4/webm container tags, a GIF comment, a WebP XMP chunk; see engine.media.embed), never in a
   sidecar, and `extract_workflow` reads them back from any of the five.
-- Reading: PyAV decodes every format except animated WebP (FFmpeg has no decoder for it), which
-  Pillow reads. Frames are decoded in order from the first, so frame i is frame i of the file.
+- Reading (engine.media.reading): PyAV decodes videos, Pillow still images and animated WebP
+  (FFmpeg has no decoder for it). Frames are decoded in order from the first, so frame i is frame
+  i of the file; a range (start, count, stride) keeps some of them.
+- Reading is capped (engine.media.limits): pixels per image or frame, frames and float32 bytes per
+  VIDEO, checked from the header before decoding and again while decoding. Every failure is a
+  MediaError (engine.media.errors) that names the file and says what is wrong.
 - Importing the package is light: the format table comes from engine.media.formats, and the
   names below that need PyAV, Pillow or torch load their module on first use (PEP 562), so the
   node registry can show SaveVideo's formats without them.
@@ -29,16 +33,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from engine.media.errors import MediaError, MediaTooLarge, StartPastEnd, VideoTooLong
 from engine.media.formats import DEFAULT_CRF, DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
+from engine.media.limits import MediaLimits
 
 if TYPE_CHECKING:
-    from engine.media.codec import (MediaError, exact_rate, read_image, read_video, write_png,
-                                    write_video)
+    from engine.media.codec import exact_rate, write_png, write_video
     from engine.media.embed import (PROVENANCE_KEY, WORKFLOW_KEY, Embedded, extract_workflow,
                                     metadata_text, read_embedded)
+    from engine.media.reading import read_image, read_video
 
-_LAZY = {name: "engine.media.codec" for name in
-         ("MediaError", "exact_rate", "read_image", "read_video", "write_png", "write_video")}
+_LAZY = {name: "engine.media.codec" for name in ("exact_rate", "write_png", "write_video")}
+_LAZY.update({name: "engine.media.reading" for name in ("read_image", "read_video")})
 _LAZY.update({name: "engine.media.embed" for name in
               ("PROVENANCE_KEY", "WORKFLOW_KEY", "Embedded", "extract_workflow", "metadata_text",
                "read_embedded")})
@@ -53,6 +59,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["DEFAULT_CRF", "DEFAULT_FPS", "VIDEO_FORMATS", "MediaError", "VideoFormat", "exact_rate",
+__all__ = ["DEFAULT_CRF", "DEFAULT_FPS", "VIDEO_FORMATS", "MediaError", "MediaLimits",
+           "MediaTooLarge", "StartPastEnd", "VideoTooLong", "VideoFormat", "exact_rate",
            "read_image", "read_video", "write_png", "write_video", "PROVENANCE_KEY", "WORKFLOW_KEY",
            "Embedded", "extract_workflow", "metadata_text", "read_embedded"]

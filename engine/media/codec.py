@@ -1,5 +1,5 @@
-"""Reading and writing image and video files with PyAV and Pillow (see the package docstring for
-formats, fps, padding and atomicity; engine.media.embed for where metadata goes).
+"""Writing image and video files with PyAV and Pillow (see the package docstring for formats, fps,
+padding and atomicity; engine.media.embed for where metadata goes; engine.media.reading reads).
 """
 
 from __future__ import annotations
@@ -14,18 +14,14 @@ from typing import Any, Callable, Iterator
 import av
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence
+from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from engine.errors import NodeError
-from engine.media.embed import (ascii_payload, gif_with_comment, metadata_text, sniff,
-                                 webp_with_xmp, xmp_packet)
-from engine.media.formats import DEFAULT_CRF, DEFAULT_FPS, VIDEO_FORMATS, VideoFormat
+from engine.media.embed import (ascii_payload, gif_with_comment, metadata_text, webp_with_xmp,
+                                 xmp_packet)
+from engine.media.errors import MediaError
+from engine.media.formats import DEFAULT_CRF, VIDEO_FORMATS, VideoFormat
 from engine.values import Video
-
-
-class MediaError(NodeError):
-    """A media file that cannot be read or written; the message names the file."""
 
 
 def exact_rate(fps: float) -> Fraction:
@@ -182,94 +178,3 @@ def _to_uint8(pixels: torch.Tensor | np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint8:
         return pixels
     return (np.clip(pixels.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
-
-
-# ---- reading ---------------------------------------------------------------------------------
-
-def read_image(path: Path | str) -> torch.Tensor:
-    """An image file as IMAGE (1, H, W, 3) float32 in [0, 1]: EXIF rotation applied, alpha
-    dropped, 16-bit scaled; the first frame of an animation."""
-    path = _existing(path)
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I"):  # 16-bit greyscale PNGs: keep the precision
-                grey = np.asarray(im, dtype=np.float32) / 65535.0
-                pixels = np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2)
-            else:
-                pixels = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise MediaError(f"cannot read image {path}: {exc}") from None
-    return torch.from_numpy(np.ascontiguousarray(pixels))[None]
-
-
-def read_video(path: Path | str, max_frames: int | None = None) -> Video:
-    """The first `max_frames` frames (all when None or 0) of a video or animated image as a Video,
-    with fps from the stream. A still image reads as a one-frame video at DEFAULT_FPS."""
-    path = _existing(path)
-    limit = max_frames or None
-    if sniff(path) == "webp":
-        return _read_webp(path, limit)
-    frames: list[np.ndarray] = []
-    pts: list[int] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                pts.append(frame.pts if frame.pts is not None else len(pts))
-                if limit is not None and len(frames) >= limit:
-                    break
-            fps = _stream_fps(container.format.name, stream, pts)
-    except av.error.FFmpegError as exc:
-        raise MediaError(f"cannot read video {path}: {exc}") from None
-    return _video_of(path, frames, fps)
-
-
-def _stream_fps(format_name: str, stream: Any, pts: list[int]) -> float:
-    # GIF's average_rate is rounded from centisecond delays; the decoded timestamps are exact.
-    if "gif" not in format_name and stream.average_rate:
-        return float(stream.average_rate)
-    if len(pts) >= 2 and stream.time_base and pts[-1] > pts[0]:
-        return (len(pts) - 1) / float((pts[-1] - pts[0]) * stream.time_base)
-    rate = stream.guessed_rate or stream.base_rate
-    return float(rate) if rate else DEFAULT_FPS
-
-
-def _read_webp(path: Path, limit: int | None) -> Video:
-    frames: list[np.ndarray] = []
-    durations: list[int] = []
-    try:
-        with Image.open(path) as im:
-            for frame in ImageSequence.Iterator(im):
-                frames.append(np.asarray(frame.convert("RGB")))
-                durations.append(int(frame.info.get("duration") or 0))
-                if limit is not None and len(frames) >= limit:
-                    break
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise MediaError(f"cannot read WebP {path}: {exc}") from None
-    # WebP stores each frame's duration in ms; the rate is the mean over the frames shown
-    shown = sum(durations[:-1]) if len(durations) > 1 else sum(durations)
-    intervals = max(1, len(durations) - 1)
-    fps = intervals * 1000.0 / shown if shown > 0 else DEFAULT_FPS
-    return _video_of(path, frames, fps)
-
-
-def _video_of(path: Path, frames: list[np.ndarray], fps: float) -> Video:
-    if not frames:
-        raise MediaError(f"{path} holds no decodable frames")
-    if len({f.shape for f in frames}) > 1:
-        raise MediaError(f"{path}: the frame size changes mid-stream, which Reelgraph cannot hold "
-                         "in one VIDEO; re-encode it at one size")
-    stacked = torch.from_numpy(np.stack(frames))  # (T, H, W, 3) uint8
-    return Video(stacked.float().div_(255.0), fps=float(fps))
-
-
-def _existing(path: Path | str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"file not found: {path}")
-    return path

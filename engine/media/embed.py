@@ -8,7 +8,9 @@ Where each format keeps them (keys `WORKFLOW_KEY`, `PROVENANCE_KEY`, values comp
   PROVENANCE_KEY: ...} as ASCII JSON (GIF comments are 7-bit text).
 - WebP: an XMP chunk (flagged in the VP8X header) with the two values as attributes.
 No sidecar files. Extraction sniffs the file's first bytes, not its name, and never raises for
-unreadable or foreign files: it returns nothing.
+unreadable or foreign files: it returns nothing. It reads headers and tags, never pixels (a PNG is
+decoded only to find text chunks after its pixels, and only under the pixel cap), so dropping a
+huge or hostile file on the canvas costs nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,15 @@ from typing import Any
 import av
 from PIL import Image
 
+from engine.media.limits import MAX_PIXELS
+
 WORKFLOW_KEY = "reelgraph_workflow"
 PROVENANCE_KEY = "reelgraph_provenance"
 _XMP_NS = "https://reelgraph.dev/ns/xmp/1.0/"
+# What parsers raise on damaged or foreign files (Pillow plugins also raise SyntaxError,
+# struct.error or IndexError on some malformed headers)
+_PARSER_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, IndexError,
+                  av.error.FFmpegError, Image.DecompressionBombError)
 
 
 def metadata_text(workflow: dict[str, Any] | None, provenance: dict[str, Any] | None) -> dict[str, str]:
@@ -113,7 +122,7 @@ def read_embedded(path: Path | str) -> Embedded:
     path = Path(path)
     try:
         texts = _embedded_texts(path)
-    except (OSError, ValueError, av.error.FFmpegError, Image.DecompressionBombError):
+    except _PARSER_ERRORS:
         return Embedded()
     return Embedded(_json_object(texts.get(WORKFLOW_KEY)), _json_object(texts.get(PROVENANCE_KEY)))
 
@@ -122,6 +131,11 @@ def _embedded_texts(path: Path) -> dict[str, Any]:
     kind = sniff(path)
     if kind == "png":
         with Image.open(path) as im:
+            # Text before the pixels (where write_png puts it) is in info without decoding;
+            # im.text also finds text after them, by decoding the image.
+            found = {k: v for k, v in im.info.items() if isinstance(v, str)}
+            if WORKFLOW_KEY in found or im.width * im.height > MAX_PIXELS:
+                return found
             return dict(getattr(im, "text", {}) or {})
     if kind == "gif":
         with Image.open(path) as im:
@@ -137,8 +151,18 @@ def _embedded_texts(path: Path) -> dict[str, Any]:
             if match:
                 found[key] = html.unescape(match.group(1))
         return found
-    with av.open(str(path)) as container:
-        return {k.lower(): v for k, v in container.metadata.items()}
+    # surrogateescape: a tag that is not UTF-8 (a damaged file) must not hide the others; its
+    # undecodable bytes become lone surrogates, and such a tag is dropped rather than trusted
+    with av.open(str(path), metadata_errors="surrogateescape") as container:
+        return {k.lower(): v for k, v in container.metadata.items() if _is_utf8(v)}
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_object(value: Any) -> dict[str, Any] | None:
