@@ -32,7 +32,7 @@ GRADIENT = ROOT / "workflows" / "gradient_blend.json"
 
 
 def cli(*args, tmp_path, env=None, timeout=300):
-    full_env = dict(os.environ, REELGRAPH_CACHE_DIR=str(tmp_path / "cache"), **(env or {}))
+    full_env = {**os.environ, "REELGRAPH_CACHE_DIR": str(tmp_path / "cache"), **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=tmp_path,
                           env=full_env, capture_output=True, timeout=timeout)
 
