@@ -7,7 +7,8 @@ the workflow and the run's provenance (engine.media), so dropping one on the can
 graph. engine.media loads PyAV, Pillow and torch on first use, i.e. when one of these nodes runs.
 
 Loading is capped (engine.media.limits) so that no file can eat the machine, and every file that
-cannot be read is a NodeError naming it.
+cannot be read is a NodeError naming it. Saving refuses NaN or infinite pixels, which encoders
+would silently write as black.
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ class SaveImage(NodeType):
 
     @classmethod
     def execute(cls, ctx: ExecutionContext, images: torch.Tensor, filename_prefix: str) -> dict[str, Any]:
-        chunks = media.metadata_text(**_embedded(ctx))
         batch = _as_image_batch(images, "images")
+        _require_finite(batch, "images", "image")
+        chunks = media.metadata_text(**_embedded(ctx))
         for i in range(batch.shape[0]):
             path = ctx.unique_output_path(filename_prefix, ".png")
             media.write_png(path, batch[i], chunks)
@@ -184,6 +186,7 @@ class SaveVideo(NodeType):
                 crf: int) -> dict[str, Any]:
         if not isinstance(video, Video):
             raise NodeError(f"expected a VIDEO, got {type(video).__name__}", input="video")
+        _require_finite(video.frames, "video", "frame")
         path = ctx.unique_output_path(filename_prefix, media.VIDEO_FORMATS[format].suffix)
         media.write_video(path, video, format, crf=crf, **_embedded(ctx),
                           progress=lambda f: ctx.progress(f, f"encoding {format}"))
@@ -206,12 +209,14 @@ class Preview(NodeType):
         prefix = f"preview/{ctx.node_id}"
         embedded = _embedded(ctx)
         if isinstance(value, Video):
+            _require_finite(value.frames, "value", "frame")
             small = Video(_shrink(value.frames), fps=value.fps)
             path = ctx.unique_output_path(prefix, ".mp4")
             media.write_video(path, small, "mp4", crf=23, **embedded)
             ctx.register_output(path)
             return {}
         batch = _as_image_batch(value, "value")
+        _require_finite(batch, "value", "image")
         chunks = media.metadata_text(**embedded)
         for image in _shrink(batch[:PREVIEW_MAX_IMAGES]):
             path = ctx.unique_output_path(prefix, ".png")
@@ -231,6 +236,24 @@ def _as_image_batch(value: Any, input_name: str) -> torch.Tensor:
         raise NodeError(f"expected an IMAGE (B, H, W, 3) or a VIDEO, got {kind}; decode latents "
                         "with VAEDecode first", input=input_name)
     return value
+
+
+def _require_finite(frames: torch.Tensor, input_name: str, unit: str) -> None:
+    """Refuse NaN or infinite pixels in (N, H, W, 3) `frames`: encoders would write them as black
+    and the run would look fine."""
+    import torch
+
+    # One float32 reduction, no mask the size of the clip: finite unless some value is not (or
+    # huge finite values overflow, which the per-frame scan below then clears)
+    if torch.isfinite(frames.sum(dtype=torch.float32)):
+        return
+    for i, frame in enumerate(frames):
+        nan = bool(torch.isnan(frame).any())
+        if nan or bool(torch.isinf(frame).any()):
+            what = "NaN values" if nan else "infinite values"
+            raise NodeError(f"the {unit}s contain {what} ({unit} {i} is the first); an upstream "
+                            "model produced invalid numbers — check the model file or try fp32",
+                            input=input_name)
 
 
 def _shrink(frames: torch.Tensor, max_side: int = PREVIEW_MAX_SIDE) -> torch.Tensor:

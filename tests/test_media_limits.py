@@ -1,11 +1,12 @@
-"""Hostile or unlucky media files: a long clip, a huge image or a corrupt file must end in a
-NodeError that names the file (or the input) and says what to do, never in a machine out of
-memory or a bare traceback. Every hostile file is written here, small enough to keep each test
-within about a second and a few MB (the caps are lowered to match)."""
+"""Hostile or unlucky media files: a long clip, a huge image, a corrupt file or non-finite frames
+must end in a NodeError that names the file (or the input) and says what to do, never in a machine
+out of memory, a bare traceback or an all-black output. Every hostile file is written here, small
+enough to keep each test within about a second and a few MB (the caps are lowered to match)."""
 
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from engine.context import ExecutionContext, InterruptFlag
 from engine.errors import NodeError
 from engine.media import limits
 from engine.values import Video
-from nodes.media import LoadImage, LoadVideo
+from nodes.media import LoadImage, LoadVideo, Preview, SaveImage, SaveVideo
 
 ROOT = Path(__file__).resolve().parents[1]
 GREY_STEP = 5  # frame i is grey level 5*i, so a decoded frame says which frame it was
@@ -315,3 +316,32 @@ def test_fuzzed_files_only_ever_raise_media_errors(tmp_path):
                 except media.MediaError as exc:
                     assert path.name in str(exc)
             media.read_embedded(path)  # the studio's drop: never raises
+
+
+# ---- 4. non-finite frames never reach a file ---------------------------------------------------
+
+@pytest.mark.parametrize("bad, says", [(float("nan"), "NaN"), (float("inf"), "infinite")])
+def test_save_and_preview_refuse_non_finite_frames(tmp_path, bad, says):
+    frames = torch.rand(3, 8, 8, 3)
+    frames[1, 2, 3, 0] = bad
+    ctx = make_ctx(tmp_path)
+    calls = [(SaveVideo, "video",
+              dict(video=Video(frames, 8.0), filename_prefix="v", format="mp4", crf=20)),
+             (SaveImage, "images", dict(images=frames, filename_prefix="i")),
+             (Preview, "value", dict(value=Video(frames, 8.0))),
+             (Preview, "value", dict(value=frames))]
+    for node, input_name, inputs in calls:
+        with pytest.raises(NodeError) as err:
+            node.execute(ctx, **inputs)
+        message = str(err.value)
+        assert err.value.input == input_name
+        is_video = isinstance(inputs.get("video", inputs.get("value")), Video)
+        where = "frame 1" if is_video else "image 1"
+        assert says in message and where in message and "fp32" in message, message
+    assert ctx.files == [] and not any(p.is_file() for p in ctx.output_dir.rglob("*"))
+
+
+def test_finite_frames_still_save(tmp_path):
+    ctx = make_ctx(tmp_path)
+    SaveImage.execute(ctx, images=torch.rand(1, 8, 8, 3).half(), filename_prefix="ok")
+    assert len(ctx.files) == 1 and os.path.getsize(ctx.files[0]) > 0
