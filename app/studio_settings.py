@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QListWidget, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QLineEdit, QListWidget, QPushButton, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from engine.config import Settings, load_settings, save_settings
 from engine.atomic_files import atomic_write_text
@@ -83,6 +84,49 @@ class _FolderList(QWidget):
         return [self.list.item(i).text() for i in range(self.list.count())]
 
 
+class _ProviderTable(QWidget):
+    """Remote providers: name, address, and the NAME of the environment variable holding the key
+    (the key itself is never typed here or stored)."""
+
+    COLUMNS = ("Name", "Address (base URL)", "Key variable")
+
+    def __init__(self, providers: dict[str, dict[str, str]]):
+        super().__init__()
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMaximumHeight(130)
+        for name, entry in providers.items():
+            self.add_row(name, entry.get("base_url", ""), entry.get("api_key_env", ""))
+        add, remove = QPushButton("Add"), QPushButton("Remove")
+        add.clicked.connect(lambda: self.add_row("", "https://", ""))
+        remove.clicked.connect(lambda: self.table.removeRow(self.table.currentRow()))
+        buttons = QVBoxLayout()
+        buttons.addWidget(add)
+        buttons.addWidget(remove)
+        buttons.addStretch(1)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.table, 1)
+        row.addLayout(buttons)
+
+    def add_row(self, name: str, url: str, key_env: str) -> None:
+        r = self.table.rowCount()
+        self.table.insertRow(r)
+        for c, text in enumerate((name, url, key_env)):
+            self.table.setItem(r, c, QTableWidgetItem(text))
+
+    def providers(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for r in range(self.table.rowCount()):
+            name, url, key_env = ((self.table.item(r, c).text().strip() if self.table.item(r, c)
+                                   else "") for c in range(3))
+            if name:
+                out[name] = {"base_url": url, "api_key_env": key_env}
+        return out
+
+
 class SettingsDialog(QDialog):
     """Edit model roots, node pack folders and the output folder. Changes to node packs take
     effect on the next start (they are code, loaded once)."""
@@ -90,18 +134,22 @@ class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, dialogs, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.resize(560, 360)
+        self.resize(640, 480)
         self.settings = settings
         self.roots = _FolderList(list(settings.model_roots), lambda: dialogs.folder("Add a model root"))
         self.packs = _FolderList(list(settings.node_packs), lambda: dialogs.folder("Add a node pack folder"))
         self.output = QLineEdit(settings.output_dir)
+        self.providers = _ProviderTable(settings.providers)
         form = QFormLayout()
         form.addRow("Model roots", self.roots)
         form.addRow("Node pack folders", self.packs)
         form.addRow("Output folder", self.output)
+        form.addRow("Providers", self.providers)
         note = QLabel("Model roots use ComfyUI's layout (diffusion_models, text_encoders, vae, …); an "
                       "existing ComfyUI models folder works as it is. Node packs are code: add only "
-                      "folders you trust. Node pack changes apply on the next start.")
+                      "folders you trust; the palette lists new ones on the next start. Providers "
+                      "are the remote servers a workflow may name (ollama-local and openai are built "
+                      "in): the key stays in the environment variable you name here.")
         note.setWordWrap(True)
         note.setStyleSheet("color: #8d9098;")
         buttons = QDialogButtonBox(QDialogButtonBox.Save | QDialogButtonBox.Cancel)
@@ -117,7 +165,8 @@ class SettingsDialog(QDialog):
         data["model_roots"] = self.roots.folders()
         data["node_packs"] = self.packs.folders()
         data["output_dir"] = self.output.text().strip() or self.settings.output_dir
-        return Settings.from_json(data)
+        data["providers"] = self.providers.providers()
+        return Settings.from_json(data)  # an unusable provider row is dropped
 
 
 __all__ = ["Settings", "StudioPrefs", "SettingsDialog", "load_settings", "save_settings"]

@@ -77,6 +77,13 @@ def check_settings(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         kind = _FIELD_KINDS.get(key)
         if kind is None:
             continue
+        if kind == "providers":  # keep the usable entries; name the others
+            from engine.providers import check_provider_settings
+
+            found, why_not = check_provider_settings(value)
+            clean[key] = {name: p.to_json() for name, p in found.items()}
+            problems += [f"setting 'providers': {why}; left out" for why in why_not]
+            continue
         why = _value_problem(kind, value)
         if why:
             problems.append(f"setting {key!r}: {why}; using the default")
@@ -104,10 +111,6 @@ def _value_problem(kind: str, value: Any) -> str:
             return "must be a whole number of bytes (0 = automatic)"
     elif kind == "device" and not (isinstance(value, str) and _DEVICE.fullmatch(value)):
         return "must be one of '', 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
-    elif kind == "providers":
-        from engine.providers import check_provider_settings
-
-        return "; ".join(check_provider_settings(value)[1])
     return ""
 
 

@@ -236,7 +236,7 @@ def test_export_image_renders_without_a_display(tmp_path):
     assert close(background) > 0.3
 
 
-def test_settings_dialog_edits_model_roots_and_node_packs(tmp_path):
+def test_settings_dialog_edits_model_roots_node_packs_and_providers(qtbot, tmp_path):
     from engine.config import Settings
     from app.studio_settings import SettingsDialog, StudioPrefs
 
@@ -248,6 +248,10 @@ def test_settings_dialog_edits_model_roots_and_node_packs(tmp_path):
     result = dialog.result_settings()
     assert result.model_roots == ["/old/models", str(tmp_path / "ComfyUI" / "models")]
     assert result.node_packs == [str(tmp_path / "packs")]
+    dialog.providers.add_row("lab", "http://10.0.0.5:8000/v1", "LAB_KEY")
+    dialog.providers.add_row("broken", "ftp://nowhere", "")  # not http(s): left out
+    assert dialog.result_settings().providers == {
+        "lab": {"base_url": "http://10.0.0.5:8000/v1", "api_key_env": "LAB_KEY"}}
     prefs = StudioPrefs(path=tmp_path / "studio.json")
     for name in ("a.json", "b.json", "a.json"):
         prefs.add_recent(str(tmp_path / name))
