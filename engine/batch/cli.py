@@ -64,7 +64,6 @@ def _run(args: argparse.Namespace) -> int:
         problems.append("give the jobs: --matrix FILE and/or --grid NODE.INPUT=v1,v2,...")
     if problems:
         raise BatchError(problems)
-    check_writable_folder(args.out)
     settings = load_settings_or_warn()
     settings.node_packs = [*settings.node_packs, *(str(p.resolve()) for p in args.node_pack)]
     settings.output_dir = str(args.out.resolve())
@@ -82,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
                                 WorkflowError([])).problems})
     if refused:
         raise BatchError(refused)
+    check_writable_folder(args.out)  # after validation: an invalid batch creates nothing
 
     stop = StopSignal()
     backend: Any = None
