@@ -32,6 +32,15 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
     return QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
 
 
+def _check_size(path: Path, width: int, height: int) -> None:
+    """Refuse to preview what the engine refuses to load (engine.media.limits), before decoding:
+    a 420 KB PNG can declare 12000x12000 pixels."""
+    from engine.media.limits import MAX_PIXELS
+
+    if width * height > MAX_PIXELS:
+        raise OSError(f"{path.name} is {width}x{height} pixels, too large to preview")
+
+
 def is_media(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
 
@@ -57,8 +66,11 @@ class MediaReader:
     # ---- opening ------------------------------------------------------------------------------
     def _open_pillow(self) -> None:
         frames, durations = [], []
-        with Image.open(self.path) as img:
+        with Image.open(self.path) as img:  # lazy: the header is read, no pixels yet
+            _check_size(self.path, img.width, img.height)
             for f in ImageSequence.Iterator(img):
+                if len(frames) >= CACHE_FRAMES * 16:  # an animation too long to hold: its start
+                    break
                 durations.append(f.info.get("duration", 0) or 0)
                 frames.append(rgb_to_qimage(np.asarray(f.convert("RGB"))))
         self._pil_frames = frames
@@ -72,6 +84,7 @@ class MediaReader:
         if not self._container.streams.video:
             raise OSError(f"{self.path.name} has no video stream")
         self._stream = self._container.streams.video[0]
+        _check_size(self.path, self._stream.codec_context.width, self._stream.codec_context.height)
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(16)
         self.fps = float(rate)

@@ -107,3 +107,23 @@ def test_latent_previews_stream_to_the_dock_and_the_node(make_window, canvas_reg
     runs.handle(ev.RunFinished("r1", RunStatus.DONE, RunReport("r1", seconds=1.3)))
     assert item.run_state.state == "done" and item.run_state.badge() == "1.2s"
     assert not runs.busy and any("run done in 1.3 s" in m for _, m in window.log_panel.lines)
+
+
+def test_the_previewer_refuses_a_huge_image_without_decoding_it(tmp_path):
+    """A 12000x12000 PNG is a few hundred KB on disk and 430 MB decoded: the studio's previewer
+    and thumbnails refuse it from its header, as LoadImage does."""
+    import zlib
+    import struct
+
+    from app.media_decode import MediaReader, thumbnail
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    width = height = 12_000
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(OSError, match="too large to preview"):
+        MediaReader(path)
+    assert thumbnail(path) is None
