@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
+import struct
+import zipfile
 
 import pytest
 import torch
@@ -211,3 +214,96 @@ def test_sha256_streams_and_tracks_changes(tmp_path):
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     path.write_bytes(data + b"more")
     assert file_sha256(path) == hashlib.sha256(data + b"more").hexdigest()
+
+
+# ---- damaged and hostile weight files, crafted byte by byte ---------------------------------------
+
+def _safetensors(path, header, data: bytes = b"") -> str:
+    """A .safetensors file from a header (dict, or raw bytes) and a data section."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return str(path)
+
+
+def _f32(shape, begin, end):
+    return {"dtype": "F32", "shape": shape, "data_offsets": [begin, end]}
+
+
+@pytest.mark.parametrize("header,data,expected", [
+    (None, b"\x13\x37\xc0\xde\xfe\xed\xfa\xce", "not a safetensors file"),  # 8 random bytes
+    (None, struct.pack("<Q", 4096) + b"{}", "header of 4096 bytes but the file has only 10"),
+    (b'{"w": {"dtype": "F32", ', b"", "not valid JSON"),
+    (b"[1, 2]", b"", "not a JSON object"),
+    (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b"", "not valid JSON"),
+    ({"w": _f32([4], 0, 16)}, bytes(8), "tensor 'w' has offsets outside the file"),
+    ({"a": _f32([2], 0, 8), "b": _f32([2], 4, 12)}, bytes(12), "tensors 'a' and 'b' overlap"),
+    ({"a": _f32([1], 0, 4), "b": _f32([1], 8, 12)}, bytes(12), "'b' starts at byte 8"),
+    ({"w": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}, bytes(4), "unknown dtype 'F99'"),
+    ({"w": _f32([2, 3], 0, 20)}, bytes(20), "needs 24 bytes but its data_offsets 0..20 span 20"),
+    ({"w": _f32([-1], 0, 4)}, bytes(4), "invalid shape [-1]"),
+    ({"w": _f32([1], "0", "4")}, bytes(4), "invalid data_offsets"),
+    ({"w": _f32([1], 4, 0)}, bytes(4), "invalid data_offsets"),
+    ({"w": 5}, b"", "no dtype/shape/data_offsets"),
+    ({"__metadata__": {"config": {"a": 1}}}, b"", "__metadata__ must map names to strings"),
+    ({"w": _f32([1], 0, 4)}, bytes(8), "accounts for 4 bytes of tensor data"),
+])
+def test_damaged_safetensors_name_the_file_and_the_damage(tmp_path, header, data, expected):
+    path = tmp_path / "bad.safetensors"
+    if header is None:  # `data` is the whole file
+        path.write_bytes(data)
+    else:
+        _safetensors(path, header, data)
+    for read in (load_state_dict, read_metadata):
+        with pytest.raises(ModelLoadError) as err:
+            read(path)
+        text = str(err.value)
+        assert str(path) in text and expected in text, text
+    from engine.models.wan_dit import load_dit
+
+    with pytest.raises(ModelLoadError, match="bad.safetensors"):
+        load_dit(path, device="cpu")
+
+
+def test_truncated_safetensors_gives_sizes(tmp_path):
+    path = save_state_dict({"w": torch.zeros(1024, 1024)}, tmp_path / "cut.safetensors")  # 4 MB
+    path.write_bytes(path.read_bytes()[: 2**20])
+    with pytest.raises(ModelLoadError) as err:
+        load_state_dict(path)
+    text = str(err.value)
+    assert "truncated: the header says 4.0 MB" in text and "the file has 1023.9 kB" in text, text
+
+
+def _rewrite_zip(src, dst, edit) -> None:
+    """Copy a torch.save zip with `edit(name, bytes) -> bytes` applied to each record."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for name in zin.namelist():
+            zout.writestr(name, edit(name, zin.read(name)))
+
+
+def test_damaged_pickles_name_the_file_and_the_damage(tmp_path):
+    cases = {"random.pt": (b"\x13\x37\xc0\xde\xfe\xed\xfa\xce", "not a PyTorch checkpoint"),
+             "notes.pth": (b"hello, this is not a model", "not a PyTorch checkpoint"),
+             "garbage.ckpt": (b"\x80\x02" + bytes(range(256)), "cannot"),
+             "zipish.pt": (b"PK\x03\x04" + bytes(64), "truncated or corrupt")}
+    for name, (data, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ModelLoadError) as err:
+            load_state_dict(path)
+        assert str(path) in str(err.value) and expected in str(err.value), str(err.value)
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(123456)}, good)
+    numel = b"J" + struct.pack("<i", 123456)  # BININT in data.pkl: the storage's element count
+    huge = tmp_path / "huge.pt"  # claims 8 GB of storage in a 0.5 MB record
+    _rewrite_zip(good, huge, lambda n, b: b.replace(numel, b"J" + struct.pack("<i", 2**31 - 1))
+                 if n.endswith("data.pkl") else b)
+    with pytest.raises(ModelLoadError, match="truncated or corrupt checkpoint") as err:
+        load_state_dict(huge)
+    assert str(huge) in str(err.value)
+    legacy = tmp_path / "legacy.pt"  # pre-zip torch.save format: pickles then raw storages
+    torch.save({"w": torch.ones(4)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_state_dict(legacy)["w"], torch.ones(4))
+    legacy.write_bytes(legacy.read_bytes()[:-8])
+    with pytest.raises(ModelLoadError, match="truncated or corrupt checkpoint"):
+        load_state_dict(legacy)

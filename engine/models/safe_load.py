@@ -2,10 +2,13 @@
 
 Invariants:
 - `.safetensors` is read with the safetensors library (no code can run). Its header is checked
-  first so a truncated download is reported as such, with the byte counts.
+  first, before any tensor is read: the JSON, every entry's dtype, shape and data offsets (each
+  tensor's bytes match its shape, tensors neither overlap nor leave gaps, the data ends where the
+  file does), so a truncated download or a damaged file is reported as such, with the byte counts.
 - `.pt/.pth/.ckpt/.pkl/.bin` are read only with `torch.load(weights_only=True, map_location="cpu")`.
   A pickle that needs anything beyond tensors and plain containers (i.e. could run code) is refused;
-  there is no unsafe fallback, whatever the caller asks.
+  there is no unsafe fallback, whatever the caller asks. A file that is neither a zip archive
+  (torch.save) nor a pickle is refused before torch reads it.
 - Every failure is a `ModelLoadError` naming the file, what is wrong with it and what to do.
 - Tensors come back on the CPU; devices and dtypes are the loader's business (engine.devices).
 """
@@ -13,8 +16,10 @@ Invariants:
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,11 @@ from safetensors.torch import load_file, save_file
 from engine.errors import NodeError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit for the JSON header
+# safetensors dtype -> bytes per element, for the dtypes torch can load
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+               "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "C64": 8, "F8_E4M3": 1,
+               "F8_E4M3FNUZ": 1, "F8_E5M2": 1, "F8_E5M2FNUZ": 1}
 # Top-level keys under which training scripts nest the real state dict.
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict", "ema")
 
@@ -55,7 +65,7 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
 
 def read_safetensors_header(path: Path | str) -> dict[str, Any]:
     """The JSON header of a safetensors file (tensor names -> dtype/shape/offsets, plus
-    "__metadata__"), validated against the file size. Reads only the header."""
+    "__metadata__"), validated entry by entry against the file size. Reads only the header."""
     path = Path(path)
     _check_exists(path)
     size = path.stat().st_size
@@ -64,23 +74,42 @@ def read_safetensors_header(path: Path | str) -> dict[str, Any]:
         if len(head) < 8:
             raise ModelLoadError(path, f"truncated or not a safetensors file ({size} bytes, "
                                        "shorter than the 8-byte header length)")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            raise ModelLoadError(path, f"truncated or corrupt safetensors file: the header says it "
-                                       f"is {n} bytes but the file has only {size} bytes; "
-                                       "download or copy it again")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(path, f"corrupt safetensors header ({exc}); download it again") from None
+        (n,) = struct.unpack("<Q", head)  # little-endian u64: the JSON header's length
+        if n > size - 8 or n > MAX_HEADER_BYTES:
+            raise ModelLoadError(path, f"not a safetensors file, or truncated: its first 8 bytes "
+                                       f"give a header of {n} bytes but the file has only {size} "
+                                       "bytes; download or copy it again")
+        raw = f.read(n)
+    if not raw.startswith(b"{"):
+        raise ModelLoadError(path, "not a safetensors file: its header is not a JSON object")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelLoadError(path, f"not a safetensors file, or its header is damaged: the header "
+                                   f"is not valid JSON ({_one_line(exc)}); download it again") from None
     if not isinstance(header, dict):
-        raise ModelLoadError(path, "corrupt safetensors header (not a JSON object)")
-    data_end = max((v["data_offsets"][1] for k, v in header.items()
-                    if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
-    if 8 + n + data_end > size:
-        raise ModelLoadError(path, f"truncated safetensors file: expected {8 + n + data_end} bytes, "
-                                   f"found {size}; download or copy it again")
+        raise ModelLoadError(path, "not a safetensors file: its header is not a JSON object")
+    _check_entries(path, header, data_size=size - 8 - n, file_size=size)
     return header
+
+
+def read_shapes(path: Path | str) -> dict[str, tuple[int, ...]] | None:
+    """name -> shape of every tensor, from the safetensors headers of a file or of a model folder's
+    shards, without reading any tensor data; None for pickles, which must be loaded to be seen."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            return None
+    elif path.suffix.lower() == ".safetensors":
+        files = [path]
+    else:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        shapes.update({k: tuple(v["shape"]) for k, v in read_safetensors_header(file).items()
+                       if k != "__metadata__"})
+    return shapes
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:
@@ -89,7 +118,7 @@ def read_metadata(path: Path | str) -> dict[str, str]:
     if path.is_dir() or path.suffix.lower() != ".safetensors":
         return {}
     meta = read_safetensors_header(path).get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()}
+    return dict(meta)  # str -> str, checked with the header
 
 
 def save_state_dict(tensors: dict[str, torch.Tensor], path: Path | str,
@@ -124,15 +153,78 @@ def _check_exists(path: Path) -> None:
         raise ModelLoadError(path, "the file is empty (0 bytes); the download or copy did not finish")
 
 
+def _check_entries(path: Path, header: dict[str, Any], data_size: int, file_size: int) -> None:
+    """Every tensor entry well formed, its bytes matching its shape, the tensors tiling the data
+    section exactly (no overlap, no gap, nothing past the end): the safetensors format's rules."""
+    spans = []  # (begin, end, name) within the data section
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise ModelLoadError(path, "damaged safetensors header: __metadata__ must map "
+                                           "names to strings")
+            continue
+        if not isinstance(entry, dict):
+            raise ModelLoadError(path, f"damaged safetensors header: tensor {name!r} has no "
+                                       "dtype/shape/data_offsets entry")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+            raise ModelLoadError(path, f"tensor {name!r} has the unknown dtype {dtype!r} (known: "
+                                       f"{', '.join(DTYPE_BYTES)})")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise ModelLoadError(path, f"tensor {name!r} has an invalid shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+                and offsets[0] <= offsets[1]):
+            raise ModelLoadError(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
+        need = math.prod(shape) * DTYPE_BYTES[dtype]
+        if need != offsets[1] - offsets[0]:
+            raise ModelLoadError(path, f"tensor {name!r} ({dtype} of shape {shape}) needs {need} "
+                                       f"bytes but its data_offsets {offsets[0]}..{offsets[1]} span "
+                                       f"{offsets[1] - offsets[0]}; the header is damaged")
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    end, last = 0, None
+    for begin, stop, name in spans:
+        if begin < end:
+            raise ModelLoadError(path, f"tensors {last!r} and {name!r} overlap (bytes {begin}..{end} "
+                                       "of the data); the header is damaged")
+        if begin > end:
+            raise ModelLoadError(path, f"tensor {name!r} starts at byte {begin} of the data but the "
+                                       f"tensor before it ends at {end}; the header is damaged")
+        end, last = stop, name
+    if end > data_size:
+        outside = next(name for _, stop, name in spans if stop > data_size)
+        raise ModelLoadError(path, f"truncated: the header says {_size(end)} of tensor data, the "
+                                   f"file has {_size(data_size)} (tensor {outside!r} has offsets "
+                                   f"outside the file; expected {file_size - data_size + end} bytes "
+                                   f"in all, found {file_size}); download or copy it again")
+    if end < data_size:
+        raise ModelLoadError(path, f"damaged: the header accounts for {_size(end)} of tensor data but "
+                                   f"the file holds {_size(data_size)} after it")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _size(n: int) -> str:
+    """A byte count for messages: "4.0 MB (4194304 bytes)"."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n} bytes)"
+    return f"{n} bytes"
+
+
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    read_safetensors_header(path)  # clear messages for truncation before the library's own
+    read_safetensors_header(path)  # clear messages for damage, before the library's own
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise ModelLoadError(path, f"corrupt safetensors file ({exc}); download it again") from None
+    except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise ModelLoadError(path, f"corrupt safetensors file ({_one_line(exc)}); download it "
+                                   "again") from None
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    _check_pickle_container(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -148,7 +240,26 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, OSError, ValueError, struct.error) as exc:
         raise ModelLoadError(path, f"truncated or corrupt checkpoint ({_one_line(exc)}); "
                                    "download it again") from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler meets hostile bytes with any type
+        raise ModelLoadError(path, f"corrupt checkpoint ({type(exc).__name__}: {_one_line(exc)}); "
+                                   "download it again") from None
     return _tensors_of(path, obj)
+
+
+def _check_pickle_container(path: Path) -> None:
+    """torch.save writes a zip archive (legacy files: a pickle, protocol 2+). Anything else is not
+    a checkpoint; a zip whose central directory (at its end) is missing was cut short."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            raise ModelLoadError(path, f"truncated or corrupt checkpoint: it starts as a zip archive "
+                                       f"(torch.save's format) but its directory at the end is "
+                                       f"missing ({_size(path.stat().st_size)}); download it again")
+        return
+    if not magic.startswith(b"\x80"):
+        raise ModelLoadError(path, f"not a PyTorch checkpoint: it is neither a zip archive "
+                                   f"(torch.save) nor a pickle (it starts with {magic!r})")
 
 
 def _tensors_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
