@@ -19,7 +19,9 @@ so `Class(**config)` builds a model whose state dict matches the checkpoint once
 that shapes cannot tell (attention heads, latent statistics) come from, in order: the caller's
 overrides, a JSON "config" entry in the safetensors metadata or a model folder's config.json, then
 the published Wan values. Anything unrecognised raises `ModelLoadError` naming the file, what was
-expected and what was found.
+expected and what was found. Every size is checked before it is returned (engine.models.config_checks):
+those read off shapes and names against the architecture's sane ranges, and config entries against
+those ranges and against the shapes, so nothing is built from a damaged or hostile config.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from engine.models.config_checks import (DIT_BOUNDS, VAE_BOUNDS, check_dit_heads,
+                                         check_dit_overrides, check_latent_stats, check_numbering,
+                                         check_shapes, check_vae_overrides)
 from engine.models.safe_load import ModelLoadError
 
 Shapes = dict[str, tuple[int, ...]]
@@ -138,7 +143,12 @@ def split_prefix(shapes: Shapes, prefixes: tuple[str, ...]) -> tuple[Shapes, str
 
 def detect_wan_dit(tensors: Mapping[str, Any], source: Any = "<state dict>",
                    overrides: Mapping[str, Any] | None = None) -> Detection:
-    """Detect a Wan DiT checkpoint and infer its `WanTransformer3DModel` config."""
+    """Detect a Wan DiT checkpoint and infer its `WanTransformer3DModel` config.
+
+    Every size is checked (engine.models.config_checks) before it is returned: those inferred from
+    shapes against the architecture's ranges, and `overrides` (a config.json or metadata) against
+    those ranges and against the shapes, so a damaged config cannot size the module that is built.
+    """
     shapes, prefix = split_prefix(shapes_of(tensors), DIT_PREFIXES)
     if {"head.modulation", "patch_embedding.weight", "blocks.0.self_attn.q.weight"} <= set(shapes):
         side, layout = 0, ("comfyui" if prefix else "original")
@@ -152,60 +162,80 @@ def detect_wan_dit(tensors: Mapping[str, Any], source: Any = "<state dict>",
             raise ModelLoadError(source, f"this is a {name} model (keys {marker}*); only Wan "
                                          "T2V/I2V/FLF2V/TI2V DiTs are supported")
 
-    def shape(role: str) -> tuple[int, ...] | None:
-        return shapes.get(_DIT_PROBES[role][side])
+    def shape(role: str, ndim: int, required: bool = True) -> tuple[int, ...] | None:
+        name = _DIT_PROBES[role][side]
+        found = shapes.get(name)
+        if found is None and required:
+            raise ModelLoadError(source, f"Wan DiT tensor {prefix}{name} is missing (a partial or "
+                                         "damaged file)")
+        if found is not None and len(found) != ndim:
+            raise ModelLoadError(source, f"Wan DiT tensor {prefix}{name} has shape {list(found)}; "
+                                         f"expected {ndim} dimensions")
+        return found
 
-    patch_shape = shape("patch")
+    patch_shape = shape("patch", 5)  # (dim, in_channels, pt, ph, pw)
     inner, in_channels, patch = patch_shape[0], patch_shape[1], tuple(patch_shape[2:])
+    check_shapes(source, {"dim": inner, "in_channels": in_channels, "patch_size": patch}, DIT_BOUNDS)
+    head_rows = shape("head", 2)[0]  # out_channels * pt * ph * pw
+    if head_rows % math.prod(patch):
+        raise ModelLoadError(source, f"its output projection has {head_rows} rows, not a multiple "
+                                     f"of the patch volume {math.prod(patch)}")
     block_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"blocks\.(\d+)\.", k))}
+    img_in, img_kv, img_pos = (shape("img_in", 2, False), shape("img_kv", 2, False),
+                               shape("img_pos", 3, False))
     config: dict[str, Any] = {
         "patch_size": patch,
         "in_channels": in_channels,
-        "out_channels": shape("head")[0] // math.prod(patch),
-        "text_dim": shape("text")[1],
-        "freq_dim": shape("time")[1],
-        "ffn_dim": shape("ffn")[0],
-        "num_layers": max(block_ids) + 1,
-        "cross_attn_norm": shape("cross_norm") is not None,
+        "out_channels": head_rows // math.prod(patch),
+        "text_dim": shape("text", 2)[1],
+        "freq_dim": shape("time", 2)[1],
+        "ffn_dim": shape("ffn", 2)[0],
+        "num_layers": check_numbering(source, "blocks", block_ids, "num_layers",
+                                      DIT_BOUNDS["num_layers"]),
+        "cross_attn_norm": shapes.get(_DIT_PROBES["cross_norm"][side]) is not None,
         "qk_norm": "rms_norm_across_heads",
         "eps": 1e-6,
-        "image_dim": shape("img_in")[1] if shape("img_in") else None,
-        "added_kv_proj_dim": shape("img_kv")[1] if shape("img_kv") else None,
-        "pos_embed_seq_len": shape("img_pos")[1] if shape("img_pos") else None,
+        "image_dim": img_in[1] if img_in else None,
+        "added_kv_proj_dim": img_kv[1] if img_kv else None,
+        "pos_embed_seq_len": img_pos[1] if img_pos else None,
     }
+    check_shapes(source, {k: config[k] for k in ("out_channels", "text_dim", "freq_dim", "ffn_dim",
+                                                 "image_dim", "added_kv_proj_dim", "pos_embed_seq_len")},
+                 DIT_BOUNDS)
+    overrides = {k: v for k, v in (overrides or {}).items() if k in _DIT_CONFIG_KEYS}
     heads = _dit_heads(inner, overrides, source)
     config["num_attention_heads"] = heads
     config["attention_head_dim"] = inner // heads
-    for key, value in (overrides or {}).items():  # e.g. rope_max_seq_len from a config.json
-        if key in _DIT_CONFIG_KEYS and key not in ("num_attention_heads", "attention_head_dim"):
-            config[key] = tuple(value) if key == "patch_size" else value
+    check_shapes(source, {"attention_head_dim": inner // heads}, DIT_BOUNDS)
+    # only what shapes cannot show (e.g. rope_max_seq_len) comes from the config; the rest must agree
+    config.update(check_dit_overrides(source, overrides, config, PREDICTION_TYPES))
     variant, family = _dit_family(config)
     return Detection("wan_dit", family, layout, prefix, config, variant)
 
 
+# Config entries a Wan DiT's config.json or metadata may give (anything else there is ignored).
 _DIT_CONFIG_KEYS = {"patch_size", "num_attention_heads", "attention_head_dim", "in_channels",
                     "out_channels", "text_dim", "freq_dim", "ffn_dim", "num_layers",
                     "cross_attn_norm", "qk_norm", "eps", "image_dim", "added_kv_proj_dim",
-                    "rope_max_seq_len", "pos_embed_seq_len"}
+                    "rope_max_seq_len", "pos_embed_seq_len", "prediction_type"}
+PREDICTION_TYPES = ("flow_prediction", "sample")  # what the network outputs (engine.models.wan_dit)
 
 
-def _dit_heads(inner: int, overrides: Mapping[str, Any] | None, source: Any) -> int:
+def _dit_heads(inner: int, overrides: Mapping[str, Any], source: Any) -> int:
     """Attention heads: not visible in any tensor shape, so from the config or Wan's 128-wide heads."""
-    o = overrides or {}
-    if o.get("num_attention_heads"):
-        heads = int(o["num_attention_heads"])
-    elif o.get("attention_head_dim"):
-        heads = inner // int(o["attention_head_dim"])
-    elif inner % WAN_HEAD_DIM == 0:
+    heads, head_dim = check_dit_heads(source, overrides, inner)
+    if heads is not None:
+        return heads
+    if head_dim is not None:
+        return inner // head_dim
+    if inner % WAN_HEAD_DIM == 0:
         heads = inner // WAN_HEAD_DIM
-    else:
-        raise ModelLoadError(source, f"cannot tell the number of attention heads of this Wan DiT "
-                                     f"(width {inner} is not a multiple of Wan's {WAN_HEAD_DIM}-wide "
-                                     "heads); store {\"num_attention_heads\": N} in the safetensors "
-                                     "metadata entry \"config\" or in a config.json beside it")
-    if heads <= 0 or inner % heads:
-        raise ModelLoadError(source, f"{heads} attention heads do not divide the width {inner}")
-    return heads
+        check_shapes(source, {"num_attention_heads": heads}, DIT_BOUNDS)
+        return heads
+    raise ModelLoadError(source, f"cannot tell the number of attention heads of this Wan DiT "
+                                 f"(width {inner} is not a multiple of Wan's {WAN_HEAD_DIM}-wide "
+                                 "heads); store {\"num_attention_heads\": N} in the safetensors "
+                                 "metadata entry \"config\" or in a config.json beside it")
 
 
 def _dit_family(config: Mapping[str, Any]) -> tuple[str, str]:
@@ -226,7 +256,11 @@ def _dit_family(config: Mapping[str, Any]) -> tuple[str, str]:
 
 def detect_wan_vae(tensors: Mapping[str, Any], source: Any = "<state dict>",
                    overrides: Mapping[str, Any] | None = None) -> Detection:
-    """Detect a Wan VAE checkpoint and infer its `AutoencoderKLWan` config."""
+    """Detect a Wan VAE checkpoint and infer its `AutoencoderKLWan` config.
+
+    Sizes from shapes are checked against the architecture's ranges, and `overrides` (a config.json
+    or metadata) must agree with the shapes, before anything is built (engine.models.config_checks).
+    """
     shapes, prefix = split_prefix(shapes_of(tensors), VAE_PREFIXES)
     if {"decoder.middle.0.residual.0.gamma", "encoder.conv1.weight", "conv2.weight"} <= set(shapes):
         layout = "comfyui" if prefix else "original"
@@ -238,10 +272,18 @@ def detect_wan_vae(tensors: Mapping[str, Any], source: Any = "<state dict>",
     else:
         raise _wrong_kind(source, "a Wan VAE (keys like decoder.middle.0.residual.0.gamma or "
                                   "decoder.mid_block.resnets.0.norm1.gamma)", shapes)
-    levels = vae_levels(shapes, layout != "diffusers")
-    base_dim, in_channels = shapes[enc_in][0], shapes[enc_in][1]
+    conv_in, conv_out = _conv_shape(shapes, enc_in, source), _conv_shape(shapes, dec_out, source)
+    base_dim, in_channels, z_dim = conv_in[0], conv_in[1], _conv_shape(shapes, post, source)[0]
+    check_shapes(source, {"base_dim": base_dim, "in_channels": in_channels, "z_dim": z_dim,
+                          "out_channels": conv_out[0]}, VAE_BOUNDS)
+    levels = vae_levels(shapes, layout != "diffusers", source)
+    check_shapes(source, {"levels": len(levels), "num_res_blocks": levels[0].resnets}, VAE_BOUNDS)
+    if any(lv.out_dim % base_dim or lv.resnets != levels[0].resnets for lv in levels):
+        raise ModelLoadError(source, f"its encoder levels (widths {[lv.out_dim for lv in levels]}, "
+                                     f"residual blocks {[lv.resnets for lv in levels]}) do not fit "
+                                     f"a Wan VAE of base width {base_dim}")
     dim_mult = [lv.out_dim // base_dim for lv in levels]
-    z_dim = shapes[post][0]
+    check_shapes(source, {"dim_mult": dim_mult}, VAE_BOUNDS)
     patch = math.isqrt(in_channels // 3)
     if patch * patch * 3 != in_channels:
         raise ModelLoadError(source, f"a Wan VAE with {in_channels} input channels is not supported")
@@ -249,7 +291,8 @@ def detect_wan_vae(tensors: Mapping[str, Any], source: Any = "<state dict>",
     if not residual and any(lv.attentions for lv in levels):
         raise ModelLoadError(source, "Wan VAEs with attention in the down blocks are not supported")
     temporal = [lv.temporal for lv in levels[:-1]]
-    decoder_base = shapes[dec_out][1] // dim_mult[0]
+    decoder_base = conv_out[1] // dim_mult[0]
+    check_shapes(source, {"decoder_base_dim": decoder_base}, VAE_BOUNDS)
     config: dict[str, Any] = {
         "base_dim": base_dim,
         "decoder_base_dim": decoder_base if decoder_base != base_dim else None,
@@ -261,15 +304,25 @@ def detect_wan_vae(tensors: Mapping[str, Any], source: Any = "<state dict>",
         "dropout": 0.0,
         "is_residual": residual,
         "in_channels": in_channels,
-        "out_channels": shapes[dec_out][0],
+        "out_channels": conv_out[0],
         "patch_size": patch if patch > 1 else None,
         "scale_factor_temporal": 2 ** sum(temporal),
         "scale_factor_spatial": 2 ** (len(levels) - 1) * patch,
     }
-    mean, std = _latent_stats(z_dim, overrides)
+    check_vae_overrides(source, overrides or {}, config)
+    mean, std = _latent_stats(z_dim, overrides, source)
     config["latents_mean"], config["latents_std"] = mean, std
     family = "wan-vae-2.2" if residual else "wan-vae-2.1"
     return Detection("wan_vae", family, layout, prefix, config)
+
+
+def _conv_shape(shapes: Shapes, key: str, source: Any) -> tuple[int, ...]:
+    """The (out, in, t, h, w) shape of one of the VAE's causal 3-D convolutions."""
+    shape = shapes[key]
+    if len(shape) != 5:
+        raise ModelLoadError(source, f"Wan VAE tensor {key} has shape {list(shape)}; expected a "
+                                     "5-dimensional convolution weight")
+    return shape
 
 
 @dataclass(frozen=True)
@@ -283,42 +336,53 @@ class VaeLevel:
     residual: bool = False  # Wan 2.2 style (nested blocks with a shortcut around the level)
 
 
-def vae_levels(shapes: Shapes, original: bool) -> list[VaeLevel]:
+def vae_levels(shapes: Shapes, original: bool, source: Any = "<state dict>") -> list[VaeLevel]:
     """The encoder's levels, read from the down-block keys of either layout."""
     root = "encoder.downsamples." if original else "encoder.down_blocks."
     nested = ".downsamples." if original else ".resnets."
     residual = any(k.startswith(root) and nested in k[len(root):] for k in shapes)
     conv1 = ".residual.2.weight" if original else ".conv1.weight"
+
+    def out_dim(key: str) -> int:
+        if key not in shapes or not shapes[key]:
+            raise ModelLoadError(source, f"Wan VAE tensor {key} is missing (a partial or damaged file)")
+        return shapes[key][0]
+
+    ids = sorted({int(m.group(1)) for k in shapes if (m := re.match(re.escape(root) + r"(\d+)\.", k))})
     if residual:
         levels = []
-        for i in sorted({int(k[len(root):].split(".")[0]) for k in shapes if k.startswith(root)}):
+        for i in ids:
             res_ids = sorted({int(m.group(1)) for k in shapes
                               if (m := re.match(re.escape(f"{root}{i}{nested}") + r"(\d+)" + re.escape(conv1), k))})
+            if not res_ids:
+                raise ModelLoadError(source, f"Wan VAE level {root}{i} has no residual blocks "
+                                             "(a partial or damaged file)")
             temporal = any(k.startswith(f"{root}{i}.") and ".time_conv." in k for k in shapes)
-            out_dim = shapes[f"{root}{i}{nested}{res_ids[-1]}{conv1}"][0]
-            levels.append(VaeLevel(len(res_ids), out_dim, temporal, residual=True))
+            levels.append(VaeLevel(len(res_ids), out_dim(f"{root}{i}{nested}{res_ids[-1]}{conv1}"),
+                                   temporal, residual=True))
         return levels
     # Wan 2.1: one flat list of resnets / attentions / resamples; resamples end each level.
-    ids = sorted({int(k[len(root):].split(".")[0]) for k in shapes if k.startswith(root)})
-    levels, res, attn, out_dim = [], 0, 0, 0
+    levels, res, attn, width = [], 0, 0, 0
     for i in ids:
         prefix = f"{root}{i}."
         if f"{prefix}resample.1.weight" in shapes:
-            levels.append(VaeLevel(res, out_dim, f"{prefix}time_conv.weight" in shapes, attn))
+            levels.append(VaeLevel(res, width, f"{prefix}time_conv.weight" in shapes, attn))
             res, attn = 0, 0
         elif f"{prefix}to_qkv.weight" in shapes:
             attn += 1
         else:
             res += 1
-            out_dim = shapes[f"{prefix}{conv1.lstrip('.')}"][0]
-    levels.append(VaeLevel(res, out_dim, False, attn))
+            width = out_dim(f"{prefix}{conv1.lstrip('.')}")
+    levels.append(VaeLevel(res, width, False, attn))
     return levels
 
 
-def _latent_stats(z_dim: int, overrides: Mapping[str, Any] | None) -> tuple[list[float], list[float]]:
+def _latent_stats(z_dim: int, overrides: Mapping[str, Any] | None,
+                  source: Any = "<state dict>") -> tuple[list[float], list[float]]:
     o = overrides or {}
     if o.get("latents_mean") is not None and o.get("latents_std") is not None:
-        return [float(v) for v in o["latents_mean"]], [float(v) for v in o["latents_std"]]
+        return (check_latent_stats(source, "latents_mean", o["latents_mean"], z_dim, positive=False),
+                check_latent_stats(source, "latents_std", o["latents_std"], z_dim, positive=True))
     if z_dim == 16:
         return list(WAN21_LATENTS_MEAN), list(WAN21_LATENTS_STD)
     if z_dim == 48:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from engine.models.config_checks import T5_BOUNDS, check_numbering, check_shapes
 from engine.models.safe_load import ModelLoadError
 
 _HF_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
@@ -104,7 +105,7 @@ def _find_prefix(keys: list[str], probe: str) -> str | None:
     return min(hits, key=len) if hits else None
 
 
-def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _dequantize(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Undo ComfyUI's scaled fp8 (weight * scale_weight) and upcast any other fp8 tensor."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -112,6 +113,10 @@ def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         scale = state.get(key[: -len("weight")] + "scale_weight") if key.endswith("weight") else None
         if scale is not None:
+            if scale.numel() != 1:  # one scale per tensor; anything else would broadcast
+                raise ModelLoadError(source, f"{key[: -len('weight')]}scale_weight has shape "
+                                             f"{list(scale.shape)}; scaled fp8 keeps one scale per "
+                                             "weight")
             value = value.float() * scale.float()
         elif value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
             value = value.float()
@@ -138,7 +143,7 @@ def parse_t5_checkpoint(state: dict[str, torch.Tensor], source: str = "checkpoin
     """Detect the layout of a single-file T5/UMT5 encoder, convert to HF keys, infer its config."""
     keys = list(state)
     spiece_key = next((k for k in keys if k.endswith("spiece_model")), None)
-    spiece = bytes(state[spiece_key].to(torch.uint8).flatten().tolist()) if spiece_key else None
+    spiece = state[spiece_key].to(torch.uint8).flatten().numpy().tobytes() if spiece_key else None
     hf_prefix, wan_prefix = _find_prefix(keys, _HF_PROBE), _find_prefix(keys, _WAN_PROBE)
     if hf_prefix is not None:
         layout, prefix = "comfyui", hf_prefix
@@ -153,7 +158,8 @@ def parse_t5_checkpoint(state: dict[str, torch.Tensor], source: str = "checkpoin
     if layout == "original" and "token_embedding.weight" not in stripped \
             and "token_embedding.weight" in state:  # full Wan T5Model: embedding sits at the top
         stripped["token_embedding.weight"] = state["token_embedding.weight"]
-    stripped = _dequantize({k: v for k, v in stripped.items() if not k.endswith("spiece_model")})
+    stripped = _dequantize({k: v for k, v in stripped.items() if not k.endswith("spiece_model")},
+                           source)
     hf = _wan_to_hf(stripped, source) if layout == "original" else stripped
     hf = {k: v for k, v in hf.items() if k.startswith(("shared.", "encoder."))}
     if "shared.weight" not in hf and "encoder.embed_tokens.weight" in hf:
@@ -164,24 +170,33 @@ def parse_t5_checkpoint(state: dict[str, torch.Tensor], source: str = "checkpoin
 
 def _infer(hf: dict[str, torch.Tensor], layout: str, spiece: bytes | None, source: str
            ) -> T5Checkpoint:
-    def need(key: str) -> torch.Tensor:
+    """The encoder's config from its tensor shapes, each size checked against T5_BOUNDS before
+    anything is built (engine.models.config_checks)."""
+    def need(key: str, ndim: int) -> tuple[int, ...]:
         if key not in hf:
             raise ModelLoadError(source, f"T5 encoder weight {key!r} is missing (truncated or not "
                                          "a T5 encoder file)")
-        return hf[key]
+        if hf[key].ndim != ndim:
+            raise ModelLoadError(source, f"T5 encoder weight {key!r} has shape "
+                                         f"{list(hf[key].shape)}; expected {ndim} dimensions")
+        return tuple(hf[key].shape)
 
-    vocab_size, d_model = need("shared.weight").shape
+    vocab_size, d_model = need("shared.weight", 2)
     blocks = {int(m.group(1)) for k in hf if (m := re.match(r"encoder\.block\.(\d+)\.", k))}
-    num_layers = max(blocks) + 1
-    if sorted(blocks) != list(range(num_layers)):
-        raise ModelLoadError(source, f"encoder blocks are not numbered 0..{num_layers - 1}")
+    num_layers = check_numbering(source, "encoder blocks", blocks, "num_layers",
+                                 T5_BOUNDS["num_layers"])
     bias_key = "encoder.block.{}.layer.0.SelfAttention.relative_attention_bias.weight"
-    num_buckets, num_heads = need(bias_key.format(0)).shape
-    inner = need("encoder.block.0.layer.0.SelfAttention.q.weight").shape[0]
+    num_buckets, num_heads = need(bias_key.format(0), 2)
+    inner = need("encoder.block.0.layer.0.SelfAttention.q.weight", 2)[0]
     gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in hf
-    d_ff = need("encoder.block.0.layer.1.DenseReluDense."
-                + ("wi_0" if gated else "wi") + ".weight").shape[0]
-    need("encoder.final_layer_norm.weight")
+    d_ff = need(f"encoder.block.0.layer.1.DenseReluDense.{'wi_0' if gated else 'wi'}.weight", 2)[0]
+    need("encoder.final_layer_norm.weight", 1)
+    check_shapes(source, {"vocab_size": vocab_size, "d_model": d_model, "num_heads": num_heads,
+                          "d_ff": d_ff, "num_buckets": num_buckets}, T5_BOUNDS)
+    if inner % num_heads:
+        raise ModelLoadError(source, f"its attention width {inner} does not split into {num_heads} "
+                                     "heads (relative_attention_bias)")
+    check_shapes(source, {"d_kv": inner // num_heads}, T5_BOUNDS)
     per_block_bias = num_layers > 1 and bias_key.format(1) in hf
     return T5Checkpoint(state=hf, layout=layout, family="umt5" if per_block_bias else "t5",
                         vocab_size=int(vocab_size), d_model=int(d_model), d_kv=int(inner // num_heads),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,9 +37,11 @@ import torch
 
 from engine.choices import TEXT_ENCODER_DTYPE_CHOICES as DTYPE_CHOICES
 from engine.devices import on_device, pick_device, dtype_policy
+from engine.models.config_checks import (HF_TEXT_BOUNDS, check_hf_text_config, check_int,
+                                         check_matches)
 from engine.models.interfaces import ModelInfo
 from engine.models.paths import BUNDLED_MINILM, builtin_text_encoders  # noqa: F401 (re-exported)
-from engine.models.safe_load import ModelLoadError, file_sha256, load_state_dict
+from engine.models.safe_load import ModelLoadError, file_sha256, load_state_dict, read_shapes
 from engine.models.t5_checkpoint import T5Checkpoint, parse_t5_checkpoint
 
 T5_FAMILIES = ("t5", "mt5", "umt5")
@@ -235,7 +238,11 @@ def _load_folder(folder: Path, dev: torch.device, dtype: Any, max_length: int | 
 
     if not (folder / "config.json").is_file():
         raise ModelLoadError(folder, "not a model folder (no config.json)")
-    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    check_folder_config(folder)  # sizes in range and matching the weights, before building
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types; name the file
+        raise ModelLoadError(folder / "config.json", f"transformers cannot read it: {exc}") from None
     family = config.model_type
     torch_dtype = pick_dtype(dev, dtype)
     if family in T5_FAMILIES:
@@ -268,12 +275,43 @@ def _load_folder(folder: Path, dev: torch.device, dtype: Any, max_length: int | 
                                    max_length=int(length), device=dev)
 
 
+def check_folder_config(folder: Path) -> dict[str, Any]:
+    """A model folder's config.json, parsed, with every size in range (config_checks) and the
+    layer count and embedding shape agreeing with its safetensors weights where they show them."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelLoadError(folder / "config.json", f"unreadable config.json ({exc})") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(folder / "config.json", "config.json is not a JSON object")
+    check_hf_text_config(folder, config)
+    shapes = read_shapes(folder) or {}  # headers only; .bin weights cannot be read without loading
+    layers = {int(m.group(1)) for k in shapes if (m := _LAYER_KEY.search(k))}
+    key = next((k for k in ("num_hidden_layers", "num_layers") if k in config), None)
+    if layers and key is not None:
+        check_matches(folder, key, config[key], max(layers) + 1)
+    embedding = next((v for k, v in shapes.items() if k.endswith(_EMBEDDING_KEYS)), None)
+    if embedding is not None and config.get("vocab_size") is not None:
+        check_matches(folder, "vocab_size", config["vocab_size"], embedding[0])
+    return config
+
+
+# encoder.layer.N. (BERT family) or encoder.block.N. (T5), behind any prefix
+_LAYER_KEY = re.compile(r"(?:^|\.)encoder\.(?:layer|block)\.(\d+)\.")
+_EMBEDDING_KEYS = ("word_embeddings.weight", "shared.weight")
+
+
 def _sentence_max_length(folder: Path, config: Any) -> int:
     """sentence-transformers' max_seq_length when present, else the position-embedding limit."""
     limit = int(getattr(config, "max_position_embeddings", 512))
     st_config = folder / "sentence_bert_config.json"
     if st_config.is_file():
-        limit = min(limit, int(json.loads(st_config.read_text()).get("max_seq_length", limit)))
+        try:
+            length = json.loads(st_config.read_text()).get("max_seq_length", limit)
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(st_config, f"unreadable sentence_bert_config.json ({exc})") from None
+        limit = min(limit, check_int(st_config, "max_seq_length", length,
+                                     HF_TEXT_BOUNDS["max_position_embeddings"]))
     return limit
 
 

@@ -23,15 +23,16 @@ import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
 from engine.devices import DTypePolicy, apply_dtype_policy, dtype_policy, on_device, pick_device
 from engine.errors import NodeError
-from engine.models.detect import TEXT_CONTEXT_LEN, Detection, detect_wan_dit
+from engine.models.detect import PREDICTION_TYPES, TEXT_CONTEXT_LEN, Detection, detect_wan_dit
 from engine.models.interfaces import ModelInfo
-from engine.models.safe_load import ModelLoadError, file_sha256, load_state_dict, read_metadata
+from engine.models.safe_load import (ModelLoadError, file_sha256, load_state_dict, read_metadata,
+                                     read_shapes)
 
 # Original (Wan repo) module names -> diffusers names. Entries are matched against the part of a
 # key before its final ".weight"/".bias", or against the whole key for bare parameters.
@@ -73,7 +74,6 @@ BLOCK_NAMES = {
     "ffn.2": "ffn.net.2",
     "modulation": "scale_shift_table",
 }
-PREDICTION_TYPES = ("flow_prediction", "sample")
 _BLOCK_KEY = re.compile(r"^(blocks\.\d+\.)(.+)$")
 
 
@@ -259,21 +259,45 @@ class WanDiT:
 
 def config_overrides(path: Path, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Config facts not visible in shapes: a model folder's config.json, then a JSON "config"
-    entry in safetensors metadata, then the caller's `extra` (each later one wins)."""
+    entry in safetensors metadata, then the caller's `extra` (each later one wins). Only parsed
+    here; the values are checked against the architecture and the tensors by engine.models.detect."""
     merged: dict[str, Any] = {}
     if path.is_dir() and (path / "config.json").is_file():
         try:
-            merged.update(json.loads((path / "config.json").read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
+            merged.update(_json_object((path / "config.json").read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ModelLoadError(path / "config.json", f"unreadable config.json ({exc})") from None
     meta = read_metadata(path).get("config")
     if meta:
         try:
-            merged.update(json.loads(meta))
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(path, f"its metadata 'config' entry is not JSON ({exc})") from None
+            merged.update(_json_object(meta))
+        except ValueError as exc:
+            raise ModelLoadError(path, f"its metadata 'config' entry is not a JSON object "
+                                       f"({exc})") from None
     merged.update(extra or {})
     return merged
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"found a JSON {type(value).__name__}")
+    return value
+
+
+def detect_then_load(path: Path, detect: Callable[[Mapping[str, Any]], Detection]
+                     ) -> tuple[Detection, dict[str, torch.Tensor]]:
+    """Run `detect` (which checks the config) on the safetensors headers before any tensor data is
+    read; a pickle has no header, so it is loaded first."""
+    shapes = read_shapes(path)
+    if shapes is None:
+        state = load_state_dict(path)
+        return detect(state), state
+    detection = detect(shapes)
+    return detection, load_state_dict(path)
 
 
 def build_strict(cls: type, config: Mapping[str, Any], state: dict[str, torch.Tensor],
@@ -314,9 +338,8 @@ def load_dit(path: Path | str, device: torch.device | str | None = None,
     from diffusers import WanTransformer3DModel
 
     path = Path(path)
-    state = load_state_dict(path)
     overrides = config_overrides(path, config)
-    detection = detect_wan_dit(state, path, overrides)
+    detection, state = detect_then_load(path, lambda shapes: detect_wan_dit(shapes, path, overrides))
     state = to_diffusers(state, detection, path)
     module = build_strict(WanTransformer3DModel, detection.config, state, path)
     device = pick_device(device)

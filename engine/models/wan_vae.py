@@ -27,8 +27,8 @@ from engine.devices import DTypePolicy, apply_dtype_policy, dtype_policy, on_dev
 from engine.errors import NodeError
 from engine.models.detect import Detection, detect_wan_vae
 from engine.models.interfaces import LatentGrid, ModelInfo
-from engine.models.safe_load import ModelLoadError, file_sha256, load_state_dict
-from engine.models.wan_dit import build_strict, config_overrides
+from engine.models.safe_load import ModelLoadError, file_sha256
+from engine.models.wan_dit import build_strict, config_overrides, detect_then_load
 
 Progress = Callable[[float, str], Any]
 
@@ -294,8 +294,8 @@ def load_vae(path: Path | str, device: torch.device | str | None = None,
     from diffusers import AutoencoderKLWan
 
     path = Path(path)
-    state = load_state_dict(path)
-    detection = detect_wan_vae(state, path, config_overrides(path, config))
+    overrides = config_overrides(path, config)
+    detection, state = detect_then_load(path, lambda shapes: detect_wan_vae(shapes, path, overrides))
     state = to_diffusers(state, detection, path)
     module = build_strict(AutoencoderKLWan, detection.config, state, path)
     device = pick_device(device)
