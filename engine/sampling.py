@@ -23,6 +23,8 @@ Invariants:
   x = (1 - s0) * x0 + s0 * noise. With denoise < 1 (SDEdit) the first steps of the `steps`-step
   schedule are skipped (diffusers' img2img rule: int(steps * denoise) steps run).
 - `progress(step, total, x0_estimate)` and `check_interrupt()` are called at least once per step.
+- Nothing non-finite passes: NaN or inf in the inputs, in a step's velocity (checked after every
+  model call: one reduction) or in the result is a NodeError naming its source and the fix.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 
 from engine.choices import SAMPLERS
 from engine.errors import NodeError
-from engine.models.interfaces import DiffusionModel
+from engine.models.interfaces import DiffusionModel, model_label, non_finite, non_finite_fix
 from engine.noise import seeded_noise
 from engine.values import Conditioning, Latent
 
@@ -122,6 +124,7 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
         x = torch.where(mask, known, x)
 
     text = _text_inputs(cond, batch, cfg)
+    _check_finite_inputs(x0, known, text, image_latent)
     frame_timesteps = uses_frame_timesteps(model)
     # a model with `loaded()` keeps its weights on the device for the whole loop, not per call
     loaded = getattr(model, "loaded", None)
@@ -137,6 +140,9 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
             elif mask is not None:
                 x_in = torch.where(mask, (1.0 - s) * known + s * noise, x)
             v = _guided_velocity(model, x_in, timestep, text, cfg, image_latent)
+            if (bad := non_finite(v)) is not None:  # one reduction per step
+                raise NodeError(f"{model_label(model, 'DiT')} produced {bad} at step {i + 1} of "
+                                f"{sched.steps}: {non_finite_fix(model)}", input="model")
             if mask is not None and frame_timesteps:
                 v = v.masked_fill(mask, 0.0)  # zero velocity keeps a clean frame where it is
             x = scheduler.step(v, t, x_in, return_dict=False)[0].float()
@@ -145,6 +151,9 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
             if progress is not None:
                 progress(i + 1, sched.steps, x_in - s * v)  # clean estimate for the preview
 
+    if (bad := non_finite(x)) is not None:  # finite velocities, yet the updates overflowed
+        raise NodeError(f"sampling ended with {bad} in the latent: {non_finite_fix(model)}",
+                        input="model")
     meta = dict(latent.meta)
     meta.update(sigma=0.0, sampling={"steps": steps, "cfg": cfg, "shift": shift, "sampler": sampler,
                                      "seed": int(seed), "denoise": denoise})
@@ -175,6 +184,22 @@ def _check_args(steps: int, cfg: float, shift: float, denoise: float) -> None:
                         input="shift")
     if not 0.0 <= denoise <= 1.0:
         raise NodeError(f"denoise must be between 0 and 1; got {denoise}", input="denoise")
+
+
+def _check_finite_inputs(x0: torch.Tensor, known: torch.Tensor | None,
+                         text: dict[str, torch.Tensor | None],
+                         image_latent: torch.Tensor | None) -> None:
+    """NaN or inf going in would come out as NaN blamed on the DiT: name where it came from."""
+    upstream = "the node that made it (a VAE or a sampler) computed it"
+    checks = [(x0, "the latent", "latent", upstream),
+              (known, "the latent's known frames", "latent", upstream),
+              (image_latent, "the image latent", "latent", "the VAE that encoded the image computed it"),
+              *((text[k], "the conditioning", "conditioning",
+                 "the text encoder computed it; fp16 overflows in T5 — load it in bf16 or fp32")
+                for k in ("pos", "neg") if k in text)]
+    for tensor, what, input_name, source in checks:
+        if tensor is not None and (bad := non_finite(tensor)) is not None:
+            raise NodeError(f"{what} given to the sampler contains {bad}: {source}", input=input_name)
 
 
 def _known_frames(latent: Latent) -> tuple[torch.Tensor | None, torch.Tensor | None]:

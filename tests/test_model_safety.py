@@ -1,6 +1,7 @@
 """Hostile or damaged model files: configs read from a file are checked against the architecture's
 sane ranges and against the file's tensor shapes before any module is built (a clear ModelLoadError
-naming the file, the key and the allowed range, and no gigabytes allocated first)."""
+naming the file, the key and the allowed range, and no gigabytes allocated first); and weights that
+compute NaN or inf stop the run with a node error instead of writing an all-black video."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
+from engine.errors import NodeError
 from engine.models.safe_load import ModelLoadError, save_state_dict
 from engine.models.t5_checkpoint import parse_t5_checkpoint
 from engine.models.text_encoders import load_text_encoder
 from engine.models.wan_dit import load_dit
 from engine.models.wan_vae import load_vae
+from engine.noise import seeded_noise
+from engine.sampling import sample
+from engine.values import Conditioning, Latent
 
 REPO = Path(__file__).resolve().parents[1]
 # width 64 (2 heads of 32): the head count travels in the metadata, as for reelgraph-tiny
@@ -254,3 +259,68 @@ def test_hostile_configs_fail_before_allocating(tmp_path):
         assert kind == "ModelLoadError", (name, kind, message)
         assert "allowed range" in message, (name, message)
     assert grew_mb < 200, f"peak RSS grew by {grew_mb:.0f} MB while refusing hostile configs"
+
+
+# ---- 3. non-finite predictions and decodes --------------------------------------------------------
+
+def _poisoned(state: dict[str, torch.Tensor], value: float, only: str = "") -> dict[str, torch.Tensor]:
+    return {k: torch.full_like(v, value) if v.is_floating_point() and only in k else v
+            for k, v in state.items()}
+
+
+def _noise_latent() -> Latent:
+    return Latent(samples=seeded_noise((4, 2, 4, 4), 0, 1), meta={"sigma": 1.0})
+
+
+def _cond() -> Conditioning:
+    return Conditioning(embeds=torch.ones(1, 3, 8), mask=torch.ones(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("value,word", [(float("nan"), "NaN"), (float("inf"), "inf")])
+def test_dit_producing_non_finite_velocity_is_a_node_error(tmp_path, value, word):
+    state = _poisoned(dit_state(), value, only="proj_out.bias")
+    dit = load_dit(write_dit(tmp_path / "nan.safetensors", {}, state), device="cpu",
+                   compute_hash=False)
+    with pytest.raises(NodeError) as err:
+        sample(dit, _noise_latent(), _cond(), steps=4, cfg=1.0, shift=3.0, sampler="euler")
+    text = str(err.value)
+    assert f"produced {word} at step 1 of 4" in text and "nan.safetensors" in text
+    assert "damaged" in text and "bf16 or fp32" in text and err.value.input == "model"
+
+
+def test_non_finite_inputs_are_named(tmp_path):
+    dit = load_dit(write_dit(tmp_path / "ok.safetensors", {}), device="cpu", compute_hash=False)
+    latent = _noise_latent()
+    latent.samples[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(NodeError, match="latent.*NaN") as err:
+        sample(dit, latent, _cond(), steps=2, cfg=1.0, shift=3.0, sampler="euler")
+    assert err.value.input == "latent"
+    cond = _cond()
+    cond.embeds[0, 1, 2] = float("inf")  # what an fp16 T5 overflow hands on
+    with pytest.raises(NodeError, match="conditioning.*inf.*text encoder") as err:
+        sample(dit, _noise_latent(), cond, steps=2, cfg=1.0, shift=3.0, sampler="euler")
+    assert err.value.input == "conditioning"
+
+
+def test_vae_producing_non_finite_frames_is_a_node_error(tmp_path):
+    torch.manual_seed(0)
+    good = AutoencoderKLWan(**VAE).state_dict()
+    bad = load_vae(save_state_dict(_poisoned(good, float("nan"), only="decoder."),
+                                   tmp_path / "nan_vae.safetensors"), device="cpu", compute_hash=False)
+    latents = torch.zeros(1, 4, 2, 4, 4)
+    with pytest.raises(NodeError) as err:
+        bad.decode(latents)
+    text = str(err.value)
+    assert "VAE decoder (nan_vae.safetensors) produced NaN in latent frame 1 of 2" in text
+    assert "bf16 or fp32" in text and err.value.input == "vae"
+    with pytest.raises(NodeError, match=r"VAE encoder \(nan_enc.safetensors\) produced NaN"):
+        load_vae(save_state_dict(_poisoned(good, float("nan"), only="encoder."),
+                                 tmp_path / "nan_enc.safetensors"), device="cpu",
+                 compute_hash=False).encode(torch.rand(1, 5, 8, 8, 3))
+    ok = load_vae(save_state_dict(good, tmp_path / "ok_vae.safetensors"), device="cpu",
+                  compute_hash=False)
+    latents[0, 1, 1, 2, 2] = float("inf")
+    with pytest.raises(NodeError, match="latent to decode contains inf") as err:
+        ok.decode(latents)
+    assert err.value.input == "latent"
+    assert torch.isfinite(ok.decode(torch.zeros(1, 4, 2, 4, 4))).all()

@@ -97,3 +97,27 @@ class TextEncoderModel(Protocol):
 
 def model_path_str(path: Path | str) -> str:
     return str(Path(path))
+
+
+def non_finite(t: "torch.Tensor") -> str | None:
+    """"NaN" or "inf" when `t` holds one, else None (one reduction when all is well).
+
+    Tensors crossing these boundaries are finite: a stage that meets NaN or inf stops with a node
+    error naming who produced it, instead of passing it on to end as an all-black video.
+    """
+    if bool(t.isfinite().all()):
+        return None
+    return "NaN" if bool(t.isnan().any()) else "inf"
+
+
+def non_finite_fix(model: Any) -> str:
+    """What to tell the user when `model` computed NaN or inf."""
+    policy = getattr(model, "policy", None)
+    ran = f" (it computed in {policy.name})" if policy is not None else ""
+    return f"the model file may be damaged, or fp16 overflowed — try bf16 or fp32{ran}"
+
+
+def model_label(model: Any, kind: str) -> str:
+    """"the DiT (wan_t2v.safetensors)" for error messages; just "the DiT" without a file."""
+    info = getattr(model, "info", None)
+    return f"the {kind} ({Path(info.path).name})" if info is not None else f"the {kind}"

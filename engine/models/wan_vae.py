@@ -13,6 +13,9 @@ Invariants of `WanVAE`:
   `tile` set, large frames are decoded in overlapping spatial tiles blended together (diffusers'
   tiled decode). Progress is reported once per decoded chunk (per tile and frame).
 - Pixel frames are float32 (B, T, H, W, 3) in [0, 1] on the CPU; T = 4n + 1.
+- NaN or inf never passes silently: in the input it is a NodeError naming that input, in what
+  the encoder or decoder computed (checked per decoded chunk, before the clamp) one naming the
+  model file and the fix.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from engine.devices import DTypePolicy, apply_dtype_policy, dtype_policy, on_device, pick_device
 from engine.errors import NodeError
 from engine.models.detect import Detection, detect_wan_vae
-from engine.models.interfaces import LatentGrid, ModelInfo
+from engine.models.interfaces import LatentGrid, ModelInfo, model_label, non_finite, non_finite_fix
 from engine.models.safe_load import ModelLoadError, file_sha256
 from engine.models.wan_dit import build_strict, config_overrides, detect_then_load
 
@@ -163,6 +166,8 @@ class WanVAE:
             raise NodeError(f"the VAE encodes frames (B, T, H, W, 3), got shape {tuple(frames.shape)}")
         _, t, h, w, _ = frames.shape
         self._check_frames(t, h, w)
+        if (bad := non_finite(frames)) is not None:
+            raise NodeError(f"the video to encode contains {bad}", input="video")
         x = frames.permute(0, 4, 1, 2, 3) * 2.0 - 1.0  # (B, 3, T, H, W) in [-1, 1]
         vae = self.module
         chunks = self.grid.latent_frames(t) * self._tile_count(h // self.grid.spatial, w // self.grid.spatial, tile, tile_overlap)
@@ -170,6 +175,9 @@ class WanVAE:
                 _count_calls(vae.encoder, chunks, "encoding", progress):
             moments = vae.encode(x.to(self.device, self.policy.compute)).latent_dist.mode()
         z = moments.float().cpu()  # (B, C, T', H', W')
+        if (bad := non_finite(z)) is not None:
+            raise NodeError(f"{model_label(self, 'VAE encoder')} produced {bad}: "
+                            f"{non_finite_fix(self)}", input="vae")
         return (z - self.latents_mean) / self.latents_std
 
     # -- decode --
@@ -181,6 +189,9 @@ class WanVAE:
         if latents.ndim != 5 or latents.shape[1] != self.grid.channels:
             raise NodeError(f"this VAE decodes latents (B, {self.grid.channels}, T, H, W), got shape "
                             f"{tuple(latents.shape)}; the latent comes from a different model family")
+        if (bad := non_finite(latents)) is not None:
+            raise NodeError(f"the latent to decode contains {bad}: the sampler or node that made it "
+                            "computed it, not this VAE", input="latent")
         z = latents.float() * self.latents_std + self.latents_mean  # raw latents
         _, _, t, h, w = z.shape
         vae = self.module
@@ -190,6 +201,7 @@ class WanVAE:
             if tiles > 1:
                 with _count_calls(vae.decoder, t * tiles, "decoding", progress):
                     out = vae.tiled_decode(z, return_dict=False)[0].float().cpu()
+                self._check_decoded(out, "")
             else:
                 out = self._decode_frames(z, progress)
         return ((out + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 4, 1).contiguous()
@@ -211,6 +223,8 @@ class WanVAE:
                                   first_chunk=(i == 0))  # (B, 3*p*p, 1 or 4, H/p, W/p)
                 if self.vae_patch > 1:
                     out = unpatchify(out, patch_size=self.vae_patch)
+                # checked before the clamp, which would hide inf
+                self._check_decoded(out, f" in latent frame {i + 1} of {frames}")
                 chunks.append(out.clamp(-1.0, 1.0).float().cpu())
                 if progress is not None:
                     progress((i + 1) / frames, f"decoding latent frame {i + 1}/{frames}")
@@ -219,6 +233,11 @@ class WanVAE:
         return torch.cat(chunks, dim=2)  # (B, 3, T, H, W)
 
     # -- helpers --
+
+    def _check_decoded(self, out: torch.Tensor, where: str) -> None:
+        if (bad := non_finite(out)) is not None:
+            raise NodeError(f"{model_label(self, 'VAE decoder')} produced {bad}{where}: "
+                            f"{non_finite_fix(self)}", input="vae")
 
     def _check_frames(self, t: int, h: int, w: int) -> None:
         g = self.grid
