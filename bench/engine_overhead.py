@@ -10,7 +10,7 @@
    a batch worker; "cached" is the same run again (every target is served from the cache).
    Overhead = wall time minus the nodes' own time. The fixed cost of a run (plan bookkeeping,
    the report, the disk index query) is measured on the 10-node chain and printed apart.
-2. Validation per node (load from JSON text + validate) at the same sizes.
+2. Validation per node at the same sizes: `validate()` alone, and loading from JSON text too.
 3. A graph with one expensive node (0.5 s): a re-run after a downstream-only change.
 4. The default workflow through the CLI in two processes sharing one cache folder: the second
    run (a restart) executes nothing and loads no model; its in-run time over the first's.
@@ -62,10 +62,6 @@ def shallow(n: int, seed: float = 0.0) -> tuple[Workflow, list[str]]:
     return wf, [f"t{i}" for i in range(half)]
 
 
-def repeats_for(n: int) -> int:
-    return 7 if n <= 1_000 else 5 if n <= 10_000 else 3
-
-
 def overhead(ex: Executor, wf: Workflow, targets: list[str]) -> tuple[float, float]:
     """(wall seconds, overhead seconds per node) of one run."""
     t0 = time.perf_counter()
@@ -76,25 +72,53 @@ def overhead(ex: Executor, wf: Workflow, targets: list[str]) -> tuple[float, flo
     return wall, (wall - node_time) / len(wf.nodes)
 
 
-def sweep(registry, sizes: tuple[int, ...], tmp: Path) -> None:
-    print("\n1. executor overhead per node (µs), medians; cached = same run again")
-    print(f"{'shape':<8} {'nodes':>8} {'cold':>8} {'cached':>8} {'cached/cold':>12} {'validate':>9}")
-    for name, build in (("chain", chain), ("shallow", shallow)):
-        for n in sizes:
-            ex = Executor(registry, ResultCache(disk_dir=tmp / f"{name}{n}"), temp_dir=tmp)
-            overhead(ex, *build(n, seed=-1.0))  # warm the executor (first-use costs)
-            cold, cached, checks = [], [], []
-            for r in range(repeats_for(n)):
-                wf, targets = build(n, seed=1000.0 * r)
+def sweep(registry, sizes: tuple[int, ...], tmp: Path, rounds: int = 3) -> None:
+    """Sizes are measured round-robin (every round visits every size), so a machine that speeds
+    up or slows down during the sweep shifts all sizes alike; small sizes repeat within a round
+    until about 100,000 nodes have run, and each figure is the median over all of it."""
+    print("\n1. executor overhead per node (µs), medians; cached = same run again; "
+          "validate = validate() alone, load+validate = from JSON text")
+    cells: dict[tuple[str, int], dict[str, list[float]]] = {}
+    executors = {(name, n): Executor(registry, ResultCache(disk_dir=tmp / f"{name}{n}"), temp_dir=tmp)
+                 for name in ("chain", "shallow") for n in sizes}
+    builders = {"chain": chain, "shallow": shallow}
+    for (name, n), ex in executors.items():
+        overhead(ex, *builders[name](n, seed=-1.0))  # warm the executor (first-use costs)
+    seed = 0.0
+    for _ in range(rounds):
+        for (name, n), ex in executors.items():
+            cell = cells.setdefault((name, n), {"cold": [], "cached": [], "validate": [], "load": []})
+            for _ in range(max(1, 20_000 // n)):
+                seed += 1000.0
+                wf, targets = builders[name](n, seed=seed)
+                cell["cold"].append(overhead(ex, wf, targets)[1])
+                cell["cached"].append(overhead(ex, wf, targets)[1])
                 text = wf.dumps()
-                cold.append(overhead(ex, wf, targets)[1])
-                cached.append(overhead(ex, wf, targets)[1])
                 t0 = time.perf_counter()
-                problems = validate(loads_workflow(text), registry)
-                checks.append((time.perf_counter() - t0) / n)
-                assert not problems
-            c, h, v = (statistics.median(x) * 1e6 for x in (cold, cached, checks))
-            print(f"{name:<8} {n:>8,} {c:>8.1f} {h:>8.1f} {h / c:>12.3f} {v:>9.1f}", flush=True)
+                loaded = loads_workflow(text)
+                t1 = time.perf_counter()
+                assert not validate(loaded, registry)
+                t2 = time.perf_counter()
+                cell["validate"].append((t2 - t1) / n)
+                cell["load"].append((t2 - t0) / n)
+    print(f"{'shape':<8} {'nodes':>8} {'cold':>7} {'cached':>7} {'cached/cold':>12} "
+          f"{'validate':>9} {'load+validate':>14}")
+    for (name, n), cell in cells.items():
+        c, h, v, lv = (statistics.median(cell[k]) * 1e6 for k in ("cold", "cached", "validate", "load"))
+        print(f"{name:<8} {n:>8,} {c:>7.1f} {h:>7.1f} {h / c:>12.3f} {v:>9.1f} {lv:>14.1f}")
+    for name in ("chain", "shallow"):
+        colds = [statistics.median(cells[(name, n)]["cold"]) for n in sizes]
+        print(f"{name}: largest/smallest per-node cold cost {max(colds) / min(colds):.2f}x over "
+              f"{sizes[0]:,}-{sizes[-1]:,} nodes; over {sizes[1]:,}-{sizes[-1]:,}: "
+              f"{max(colds[1:]) / min(colds[1:]):.2f}x")
+    small = executors[("chain", sizes[0])]
+    fixed = []
+    for i in range(200):  # a 1-node graph: what a run costs besides its nodes
+        wf, targets = chain(1, seed=1e9 + i)
+        t0 = time.perf_counter()
+        small.run(wf, targets=targets)
+        fixed.append(time.perf_counter() - t0)
+    print(f"fixed cost of a run (1-node graph, cold): median {statistics.median(fixed) * 1e6:.0f} µs")
 
 
 def expensive_graph() -> Workflow:
@@ -178,7 +202,6 @@ def main() -> None:
     registry = default_registry()
     tmp = Path(tempfile.mkdtemp(prefix="reelgraph-bench-"))
     sweep(registry, SIZES[:4] if args.quick else SIZES, tmp)
-    print("\n2. validate = load from JSON text + validate, per node (last column above)")
     downstream_change(registry, tmp)
     if not args.quick:
         restart_rerun(tmp)

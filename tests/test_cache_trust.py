@@ -274,14 +274,3 @@ def test_models_the_plan_reads_later_are_protected_from_the_first_load():
     tier.put("b", object(), 6_000, is_model=True)
     assert "a" in tier and "b" in tier
 
-
-def test_freezing_nests():
-    import gc
-
-    from engine import gc_control
-
-    with gc_control.frozen():
-        with gc_control.frozen():
-            pass
-        assert gc.get_freeze_count() > 0  # the inner block did not unfreeze the outer one's
-    assert gc.get_freeze_count() == 0
