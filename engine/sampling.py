@@ -99,10 +99,14 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
            check_interrupt: Callable[[], None] | None = None) -> Latent:
     """Denoise `latent` with `model` under `cond`; returns a clean Latent (meta["sigma"] = 0).
 
-    `image_latent` (B, C', T', H', W') is handed to the model unchanged (I2V channel conditioning).
+    `image_latent` (B, C', T', H', W') is handed to the model unchanged (I2V channel conditioning);
+    by default it is the latent's own `channel_cond`. The conditioning's `image_embeds` (CLIP image
+    tokens) go to the model on both guidance passes.
     `progress(step, total, x0)` gets the current clean estimate (B, C, T', H', W') after each step.
     """
     _check_args(steps, cfg, shift, denoise)
+    if image_latent is None:
+        image_latent = latent.channel_cond
     scheduler = make_scheduler(sampler, shift)
     sched = make_schedule(scheduler, steps, denoise)
     x0 = latent.samples.float()  # (B, C, T', H', W')
@@ -158,7 +162,7 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
     meta.update(sigma=0.0, sampling={"steps": steps, "cfg": cfg, "shift": shift, "sampler": sampler,
                                      "seed": int(seed), "denoise": denoise})
     return Latent(samples=x, frame_mask=latent.frame_mask, known=latent.known, fps=latent.fps,
-                  meta=meta)
+                  meta=meta, channel_cond=latent.channel_cond)
 
 
 def uses_frame_timesteps(model: DiffusionModel) -> bool:
@@ -196,7 +200,9 @@ def _check_finite_inputs(x0: torch.Tensor, known: torch.Tensor | None,
               (image_latent, "the image latent", "latent", "the VAE that encoded the image computed it"),
               *((text[k], "the conditioning", "conditioning",
                  "the text encoder computed it; fp16 overflows in T5 — load it in bf16 or fp32")
-                for k in ("pos", "neg") if k in text)]
+                for k in ("pos", "neg") if k in text),
+              (text.get("image"), "the conditioning's image embedding", "conditioning",
+               "the CLIP vision encoder computed it")]
     for tensor, what, input_name, source in checks:
         if tensor is not None and (bad := non_finite(tensor)) is not None:
             raise NodeError(f"{what} given to the sampler contains {bad}: {source}", input=input_name)
@@ -230,7 +236,9 @@ def _text_inputs(cond: Conditioning, batch: int, cfg: float) -> dict[str, torch.
         raise NodeError(f"conditioning has {t.shape[0]} {what}s but the latent batch is {batch}; "
                         "use one prompt or one per batch item", input="conditioning")
 
-    out = {"pos": fit(cond.embeds.float(), "prompt"), "pos_mask": fit(cond.mask, "prompt")}
+    out = {"pos": fit(cond.embeds.float(), "prompt"), "pos_mask": fit(cond.mask, "prompt"),
+           "image": fit(cond.image_embeds.float() if cond.image_embeds is not None else None,
+                        "image embedding")}
     if cfg != 1.0:
         if cond.negative_embeds is None:
             raise NodeError("cfg above 1 needs a negative prompt in the conditioning (an empty one "
@@ -245,18 +253,20 @@ def _guided_velocity(model: DiffusionModel, x: torch.Tensor, timestep: torch.Ten
                      text: dict[str, torch.Tensor | None], cfg: float,
                      image_latent: torch.Tensor | None) -> torch.Tensor:
     """(B, C, T', H', W') velocity with classifier-free guidance, in float32."""
-    v_pos = _velocity(model, x, timestep, text["pos"], text["pos_mask"], image_latent)
+    v_pos = _velocity(model, x, timestep, text["pos"], text["pos_mask"], image_latent, text["image"])
     if cfg == 1.0:
         return v_pos
-    v_neg = _velocity(model, x, timestep, text["neg"], text["neg_mask"], image_latent)
+    v_neg = _velocity(model, x, timestep, text["neg"], text["neg_mask"], image_latent, text["image"])
     return v_neg + cfg * (v_pos - v_neg)
 
 
 def _velocity(model: DiffusionModel, x: torch.Tensor, timestep: torch.Tensor,
               context: torch.Tensor | None, context_mask: torch.Tensor | None,
-              image_latent: torch.Tensor | None) -> torch.Tensor:
+              image_latent: torch.Tensor | None,
+              image_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    extra = {"image_embeds": image_embeds} if image_embeds is not None else {}
     v = model.predict_velocity(x, timestep, context, context_mask=context_mask,
-                               image_latent=image_latent)
+                               image_latent=image_latent, **extra)
     if tuple(v.shape) != tuple(x.shape):
         raise NodeError(f"the DiT returned a velocity of shape {tuple(v.shape)} for a latent of "
                         f"shape {tuple(x.shape)}; use the VAE that belongs to this DiT", input="model")

@@ -6,8 +6,11 @@ Conventions (shared by every node):
 - LATENT: `Latent` with samples (B, C, T', H', W') — T' latent frames on the VAE's spacetime grid —
   plus an optional per-latent-frame mask (B, T') where 1 marks a known (conditioning) frame whose
   clean value is in `known`.
+- LATENT may carry `channel_cond` (B, C', T', H', W'): conditioning channels an image-channel model
+  takes beside the noisy latent (mask + encoded frames).
 - CONDITIONING: `Conditioning` with token embeddings (B, L, D) and an attention mask (B, L) for the
-  positive prompt, and the same for the negative prompt (may be None when cfg is not used).
+  positive prompt, and the same for the negative prompt (may be None when cfg is not used), plus
+  optional CLIP image tokens `image_embeds` (B, N, D').
 
 Every dataclass registered with `@spillable` can be flattened into named tensors plus JSON metadata
 (and back), which is what lets the cache spill latents to safetensors on disk.
@@ -60,6 +63,9 @@ class Latent:
     known: torch.Tensor | None = None  # (B, C, T', H', W') clean latents for known frames
     fps: float = 16.0
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. seed, pixel size, vae grid
+    # (B, C', T', H', W') channels concatenated to the noisy latent at every model call: the mask +
+    # encoded start/end frames of image-channel models (Wan 2.1 I2V/FLF2V-14B, Wan 2.2 I2V-A14B)
+    channel_cond: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -76,6 +82,9 @@ class Conditioning:
     prompt: str = ""
     negative_prompt: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # (B, N, D) CLIP vision tokens for models with an image embedder (`img_emb`), shared by the
+    # positive and negative pass as in Wan
+    image_embeds: torch.Tensor | None = None
 
 
 # ---- flattening for the disk tier -----------------------------------------------------------

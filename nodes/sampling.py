@@ -89,10 +89,11 @@ class DiTDenoise(NodeType):
         from engine.sampling import latent_preview, sample
 
         channels = latent.samples.shape[1]
-        if model.in_channels != model.out_channels:
+        if model.in_channels != model.out_channels and latent.channel_cond is None:
             raise NodeError(f"this DiT takes {model.in_channels} input channels for "
-                            f"{model.out_channels} latent channels (an image-channel I2V model); "
-                            "DiTDenoise supports frame-mask conditioning only", input="model")
+                            f"{model.out_channels} latent channels (an image-channel I2V/FLF2V "
+                            "model): give it the latent from Wan Image To Video, which adds the "
+                            "start/end image channels", input="latent")
         if channels != model.out_channels:
             raise NodeError(f"the latent has {channels} channels but the DiT works on "
                             f"{model.out_channels}; use the VAE that belongs to this DiT",

@@ -59,13 +59,15 @@ class DiffusionModel(Protocol):
 
     def predict_velocity(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                          context_mask: torch.Tensor | None = None,
-                         image_latent: torch.Tensor | None = None) -> torch.Tensor:
+                         image_latent: torch.Tensor | None = None,
+                         image_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Flow-matching velocity.
 
         x: (B, C, T, H, W) noisy latent; timestep: (B,) in [0, 1000], or (B, T) per latent frame
         (known frames get 0, as in Wan 2.2 TI2V); context: (B, L, D) text embeddings with mask (B, L);
         image_latent: optional (B, C', T, H, W) extra channels for I2V-style models (concatenated on
-        the channel axis). Returns (B, out_channels, T, H, W) float32 on the CPU.
+        the channel axis); image_embeds: optional (B, N, D') CLIP image tokens for models with an
+        image embedder (None for every other model). Returns (B, out_channels, T, H, W) float32 on the CPU.
         """
         ...
 

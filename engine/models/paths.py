@@ -5,6 +5,8 @@ Layout follows ComfyUI's, so an existing ComfyUI `models/` folder can be used as
     <root>/diffusion_models/   (also read from <root>/unet/)     DiT weights
     <root>/text_encoders/      (also read from <root>/clip/)     text encoders
     <root>/vae/                                                  VAEs
+    <root>/loras/                                                LoRAs
+    <root>/clip_vision/                                          CLIP vision encoders (I2V)
     <root>/interpolation/                                        frame interpolators
     <root>/llm/                                                  local recaption LLMs
 
@@ -39,6 +41,8 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "diffusion_models": ("diffusion_models", "unet"),
     "text_encoders": ("text_encoders", "clip"),
     "vae": ("vae",),
+    "loras": ("loras",),
+    "clip_vision": ("clip_vision",),
     "interpolation": ("interpolation",),
     "llm": ("llm",),
 }
