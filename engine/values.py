@@ -11,6 +11,8 @@ Conventions (shared by every node):
 - CONDITIONING: `Conditioning` with token embeddings (B, L, D) and an attention mask (B, L) for the
   positive prompt, and the same for the negative prompt (may be None when cfg is not used), plus
   optional CLIP image tokens `image_embeds` (B, N, D').
+- CLIP_VISION_OUTPUT: `ClipVisionOutput` with the penultimate hidden states (B, N, D) of a CLIP
+  vision encoder (what Wan's image embedder takes), the last hidden state and the projected embeds.
 
 Every dataclass registered with `@spillable` can be flattened into named tensors plus JSON metadata
 (and back), which is what lets the cache spill latents to safetensors on disk.
@@ -85,6 +87,17 @@ class Conditioning:
     # (B, N, D) CLIP vision tokens for models with an image embedder (`img_emb`), shared by the
     # positive and negative pass as in Wan
     image_embeds: torch.Tensor | None = None
+
+
+@spillable
+@dataclass
+class ClipVisionOutput:
+    """CLIP_VISION_OUTPUT: what a CLIP vision encoder made of a batch of images (float32, CPU)."""
+
+    penultimate_hidden_states: torch.Tensor  # (B, N, D) hidden_states[-2]: the tokens Wan uses
+    last_hidden_state: torch.Tensor | None = None  # (B, N, D)
+    image_embeds: torch.Tensor | None = None  # (B, P) projected pooled embedding, if projected
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- flattening for the disk tier -----------------------------------------------------------

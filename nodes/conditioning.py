@@ -13,7 +13,7 @@ from engine.context import ExecutionContext
 from engine.errors import NodeError
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as S
-from engine.values import Video
+from engine.values import ClipVisionOutput, Conditioning, Video
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +61,57 @@ class ImageToVideo(NodeType):
         latent = init_noise(width, height, frames, image.shape[0], seed, vae.grid, fps=fps)
         # (B, H, W, 3) -> one 1-frame head clip per batch item (B, 1, H, W, 3)
         return {"latent": condition_latent(latent, vae, head=image.unsqueeze(1))}
+
+
+class WanImageToVideo(NodeType):
+    """Start and/or end frames for Wan 2.1 I2V-14B, FLF2V-14B and Wan 2.2 I2V-A14B (36-channel
+    image-channel models).
+
+    The latent is seeded noise (as Noise Init) carrying the encoded start/end images and a frame
+    mask as extra channels; the conditioning gains the CLIP image tokens of clip_vision_start (and
+    clip_vision_end for first-last-frame). Wan 2.1 models need the CLIP tokens (connect CLIP Vision
+    Encode); Wan 2.2 I2V-A14B needs none. For Wan 2.2 TI2V-5B and reelgraph-tiny use Image to Video.
+    """
+
+    spec = NodeSpec(
+        name="WanImageToVideo",
+        display_name="Wan Image To Video",
+        category="conditioning",
+        description="Image channels and CLIP image tokens for Wan I2V / FLF2V models.",
+        inputs=(
+            Input("vae", S.VAE),
+            Input("conditioning", S.CONDITIONING),
+            Input("clip_vision_start", S.CLIP_VISION_OUTPUT, optional=True,
+                  tooltip="CLIP Vision Encode of the start image (Wan 2.1 I2V / FLF2V)"),
+            Input("clip_vision_end", S.CLIP_VISION_OUTPUT, optional=True,
+                  tooltip="CLIP Vision Encode of the end image (Wan 2.1 FLF2V)"),
+            Input("start_image", S.IMAGE, optional=True, tooltip="the video's first frame"),
+            Input("end_image", S.IMAGE, optional=True, tooltip="the video's last frame"),
+            Input("width", S.INT, 832, min=16, max=4096, step=16),
+            Input("height", S.INT, 480, min=16, max=4096, step=16),
+            Input("frames", S.INT, 81, min=5, max=1025, step=4, tooltip="4n+1"),
+            Input("batch", S.INT, 1, min=1, max=64),
+            Input("seed", S.INT, 0, min=0, max=MAX_SEED, seed=True,
+                  tooltip="the starting noise; batch item k uses seed + k"),
+            Input("fps", S.FLOAT, 16.0, min=1.0, max=120.0, step=1.0),
+        ),
+        outputs=(Output("conditioning", S.CONDITIONING), Output("latent", S.LATENT)),
+    )
+
+    @classmethod
+    def execute(cls, ctx: ExecutionContext, *, vae: Any, conditioning: Conditioning,
+                clip_vision_start: ClipVisionOutput | None = None,
+                clip_vision_end: ClipVisionOutput | None = None,
+                start_image: torch.Tensor | None = None, end_image: torch.Tensor | None = None,
+                width: int, height: int, frames: int, batch: int, seed: int,
+                fps: float) -> dict[str, Any]:
+        from engine.image_channels import wan_image_to_video
+
+        cond, latent = wan_image_to_video(
+            vae, conditioning, width=width, height=height, frames=frames, batch=batch, seed=seed,
+            fps=fps, start_image=start_image, end_image=end_image,
+            clip_vision_start=clip_vision_start, clip_vision_end=clip_vision_end)
+        return {"conditioning": cond, "latent": latent}
 
 
 class VideoCondition(NodeType):
