@@ -18,7 +18,7 @@ from engine import bundle
 
 def create_app(argv: list[str] | None = None) -> QApplication:
     """The QApplication with the studio theme and the pixmap cache STYLE.md measured (256 MB)."""
-    from app import theme
+    from app import theme, wheel_guard
 
     app = QApplication.instance() or QApplication(list(argv or ["reelgraph"]))
     app.setApplicationName("Reelgraph")
@@ -26,6 +26,7 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     QPixmapCache.setCacheLimit(262144)  # KB: item caching thrashes with Qt's 10 MB default
     theme.apply_theme(app)
     app.setFont(theme.body_font())
+    wheel_guard.install(app)  # the wheel scrolls panels, not the value under the pointer
     return app
 
 
@@ -62,8 +63,15 @@ def open_initial_document(window, workflow_path: str | None) -> str:
 
 def run_studio(workflow: str | None = None, prestart_worker: bool = True) -> int:
     """Open the studio window (on `workflow` when given); returns the process exit code when it
-    closes. Its command line is parsed by main.py with every other command."""
+    closes. Its command line is parsed by main.py with every other command.
 
+    First, without touching Qt, check that Qt's display plugin finds its system libraries
+    (app.qt_preflight: installs them when root, else names the one command); 3 when it cannot."""
+    from app import qt_preflight
+
+    code = qt_preflight.ensure()
+    if code:
+        return code
     app = create_app(["reelgraph"])
     from engine.config import load_settings
     from engine.registry import default_registry

@@ -24,7 +24,7 @@ from engine.config import Settings, save_settings
 from engine.graph_index import GraphIndex
 from engine.models.paths import default_model_paths
 from engine.registry import NodeRegistry
-from app import menus
+from app import menus, wheel_guard
 from app.autosave import Autosaver, RecoveryStore
 from app.dialogs import Dialogs
 from app.file_ops import FileController
@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
                  client_factory: Callable[[], Any] | None = None, dialogs: Dialogs | None = None,
                  autosave_ms: int = 1500, persist_settings: bool = True):
         super().__init__()
+        wheel_guard.install()  # also when a window is made without create_app (tests, scripts)
         self.registry = registry
         self.settings = settings or Settings()
         self.approved_endpoints: set[str] = set()  # addresses allowed for this session
