@@ -108,9 +108,15 @@ def apply_dtype_policy(module: torch.nn.Module, policy: DTypePolicy,
     tensor, never a second copy of the model). Parameters whose dotted name contains one of
     `keep_fp32` as a component become float32 (diffusers' `_keep_in_fp32_modules` rule). Buffers
     (e.g. RoPE tables) are left as built. With float8 storage the weights are then held in float8
-    and upcast per layer by diffusers' layerwise casting hooks."""
+    and upcast per layer by diffusers' layerwise casting hooks. Layers marked `quantized_weights`
+    (fp8 kept as stored, GGUF) are left alone: they dequantise their own weights per call."""
     keep = set(keep_fp32)
+    # Layers that hold their own quantised weights (fp8 as stored, GGUF blocks: engine.models.
+    # quantized / gguf_weights) dequantise per call; casting them here would undo that.
+    quantized = {name for name, m in module.named_modules() if getattr(m, "quantized_weights", False)}
     for name, param in module.named_parameters():
+        if quantized and name.rpartition(".")[0] in quantized:
+            continue
         target = torch.float32 if keep.intersection(name.split(".")) else policy.compute
         if param.is_floating_point() and param.dtype != target:
             param.data = param.data.to(target)
@@ -118,7 +124,8 @@ def apply_dtype_policy(module: torch.nn.Module, policy: DTypePolicy,
         enable = getattr(module, "enable_layerwise_casting", None)
         if enable is None:
             raise ValueError(f"{type(module).__name__} does not support float8 weight storage")
-        enable(storage_dtype=policy.storage, compute_dtype=policy.compute)
+        skip = tuple({type(module.get_submodule(n)) for n in quantized}) or None
+        enable(storage_dtype=policy.storage, compute_dtype=policy.compute, skip_modules_classes=skip)
     return module
 
 

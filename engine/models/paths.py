@@ -34,7 +34,8 @@ import platformdirs
 from engine import bundle
 from engine.errors import NodeError
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl")  # .pkl: RIFE flownet.pkl
+# .pkl: RIFE flownet.pkl; .gguf: quantised DiTs (engine.models.gguf_weights)
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl", ".gguf")
 
 # Canonical kind -> folder names read for it (canonical first, then ComfyUI's older aliases).
 KIND_FOLDERS: dict[str, tuple[str, ...]] = {

@@ -59,6 +59,9 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
         return _load_safetensors(path)
     if suffix in PICKLE_SUFFIXES:
         return _load_pickle(path)
+    if suffix == ".gguf":  # quantised blocks need a loader that keeps them (engine.models.gguf_weights)
+        raise ModelLoadError(path, "GGUF files load as diffusion models only (LoadDiT, Wan DiTs); "
+                                   "for this model use a .safetensors file")
     raise ModelLoadError(path, f"unsupported file type {suffix or '(no suffix)'!r}; "
                                f"expected .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
 
@@ -95,7 +98,8 @@ def read_safetensors_header(path: Path | str) -> dict[str, Any]:
 
 def read_shapes(path: Path | str) -> dict[str, tuple[int, ...]] | None:
     """name -> shape of every tensor, from the safetensors headers of a file or of a model folder's
-    shards, without reading any tensor data; None for pickles, which must be loaded to be seen."""
+    shards (or a GGUF header), without reading any tensor data; None for pickles, which must be
+    loaded to be seen."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.safetensors"))
@@ -103,6 +107,10 @@ def read_shapes(path: Path | str) -> dict[str, tuple[int, ...]] | None:
             return None
     elif path.suffix.lower() == ".safetensors":
         files = [path]
+    elif path.suffix.lower() == ".gguf":
+        from engine.models.gguf_weights import gguf_shapes  # lazy: gguf_weights imports this module
+
+        return gguf_shapes(path)
     else:
         return None
     shapes: dict[str, tuple[int, ...]] = {}

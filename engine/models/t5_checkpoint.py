@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from engine.models.config_checks import T5_BOUNDS, check_numbering, check_shapes
+from engine.models.quantized import dequantize_scaled_fp8_state
 from engine.models.safe_load import ModelLoadError
 
 _HF_PROBE = "encoder.block.0.layer.0.SelfAttention.q.weight"
@@ -106,22 +107,9 @@ def _find_prefix(keys: list[str], probe: str) -> str | None:
 
 
 def _dequantize(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Undo ComfyUI's scaled fp8 (weight * scale_weight) and upcast any other fp8 tensor."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.endswith((".scale_weight", ".scale_input")) or key == "scaled_fp8":
-            continue
-        scale = state.get(key[: -len("weight")] + "scale_weight") if key.endswith("weight") else None
-        if scale is not None:
-            if scale.numel() != 1:  # one scale per tensor; anything else would broadcast
-                raise ModelLoadError(source, f"{key[: -len('weight')]}scale_weight has shape "
-                                             f"{list(scale.shape)}; scaled fp8 keeps one scale per "
-                                             "weight")
-            value = value.float() * scale.float()
-        elif value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-            value = value.float()
-        out[key] = value
-    return out
+    """Undo ComfyUI's scaled fp8 (weight * scale_weight) and upcast any other fp8 tensor
+    (shared with the DiT loader: engine.models.quantized)."""
+    return dequantize_scaled_fp8_state(state, source, torch.float32)
 
 
 def _wan_to_hf(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:

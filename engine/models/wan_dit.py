@@ -31,6 +31,8 @@ from engine.devices import DTypePolicy, apply_dtype_policy, dtype_policy, on_dev
 from engine.errors import NodeError
 from engine.models.detect import PREDICTION_TYPES, TEXT_CONTEXT_LEN, Detection, detect_wan_dit
 from engine.models.interfaces import ModelInfo
+from engine.models.quantized import (dequantize_state, keep_fp8_linears, replace_module,
+                                     split_scales, storage_format, without_quant_keys)
 from engine.models.safe_load import (ModelLoadError, file_sha256, load_state_dict, read_metadata,
                                      read_shapes)
 
@@ -178,14 +180,15 @@ class WanDiT:
         ctx = self._context(context, context_mask, batch)
         if self.needs_image_embeds and image_embeds is None:
             raise NodeError(f"{self.info.family} model {Path(self.info.path).name} needs CLIP image "
-                            "embeddings (image_embeds) besides the image latent")
+                            "embeddings (image_embeds) besides the image latent: connect a CLIP "
+                            "Vision Encode to Wan Image To Video (clip_vision_start)")
         with on_device(self.module, self.device, self.offload):
             dtype = self.policy.compute
             out = self.module(
                 hidden_states=x.to(self.device, dtype),
                 timestep=t.to(self.device, torch.float32),
                 encoder_hidden_states=ctx.to(self.device, dtype),
-                encoder_hidden_states_image=(image_embeds.to(self.device, dtype)
+                encoder_hidden_states_image=(self._image_tokens(image_embeds).to(self.device, dtype)
                                              if self.needs_image_embeds else None),
                 return_dict=False,
             )[0]
@@ -193,6 +196,22 @@ class WanDiT:
         if self.prediction_type == "sample":
             out = self._velocity_from_sample(noisy.float(), out, timestep, batch, frames)
         return out
+
+    def _image_tokens(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) CLIP tokens -> what diffusers' image embedder takes. A first-last-frame
+        embedder (positional embedding over two images' tokens) folds row pairs (2B, n, D) into
+        (B, 2n, D) itself, so the start-then-end tokens (B, 2n, D) are unfolded for it here."""
+        pos = getattr(self.module.condition_embedder.image_embedder, "pos_embed", None)
+        if pos is None:
+            return image_embeds
+        need = int(pos.shape[1])
+        if image_embeds.ndim != 3 or image_embeds.shape[1] != need:
+            got = image_embeds.shape[1] if image_embeds.ndim == 3 else tuple(image_embeds.shape)
+            raise NodeError(f"{self.info.family} model {Path(self.info.path).name} takes the CLIP "
+                            f"tokens of a start and an end image ({need} tokens), got {got}: connect "
+                            "CLIP Vision Encode outputs to both clip_vision_start and clip_vision_end "
+                            "of Wan Image To Video")
+        return image_embeds.reshape(-1, need // 2, image_embeds.shape[-1])
 
     @staticmethod
     def _velocity_from_sample(noisy: torch.Tensor, x0: torch.Tensor, timestep: torch.Tensor | float,
@@ -291,12 +310,13 @@ def _json_object(text: str) -> dict[str, Any]:
 def detect_then_load(path: Path, detect: Callable[[Mapping[str, Any]], Detection]
                      ) -> tuple[Detection, dict[str, torch.Tensor]]:
     """Run `detect` (which checks the config) on the safetensors headers before any tensor data is
-    read; a pickle has no header, so it is loaded first."""
+    read; a pickle has no header, so it is loaded first. Quantisation entries (ComfyUI's scales and
+    `scaled_fp8` marker) are hidden from `detect`; they stay in the returned state."""
     shapes = read_shapes(path)
     if shapes is None:
         state = load_state_dict(path)
-        return detect(state), state
-    detection = detect(shapes)
+        return detect(without_quant_keys(state)), state
+    detection = detect(without_quant_keys(shapes))
     return detection, load_state_dict(path)
 
 
@@ -329,27 +349,110 @@ def build_strict(cls: type, config: Mapping[str, Any], state: dict[str, torch.Te
 def load_dit(path: Path | str, device: torch.device | str | None = None,
              dtype: str | DTypePolicy | None = None, config: Mapping[str, Any] | None = None,
              offload: bool = True, compute_hash: bool = True) -> WanDiT:
-    """Load a Wan DiT from a .safetensors/.pt file or a diffusers folder, in any supported layout.
+    """Load a Wan DiT from a .safetensors/.pt/.gguf file or a diffusers folder, in any layout.
 
     device: where it computes (default `pick_device()`); the weights wait on the CPU between calls
     when `offload`. dtype: a DTYPE_CHOICES name or a DTypePolicy (default "auto").
     config: overrides for what shapes cannot tell (e.g. {"num_attention_heads": 4}).
+
+    Weight files (see docs/models.md, "Weight files"): fp32/fp16/bf16 and plain fp8 tensors are cast
+    to the policy; ComfyUI scaled fp8 is dequantised tensor by tensor, or with dtype fp8 kept in 8
+    bits with its scales (engine.models.quantized); GGUF blocks stay quantised and are dequantised
+    per layer at call time (engine.models.gguf_weights). `info.config["weight_format"]` says which.
     """
     from diffusers import WanTransformer3DModel
 
     path = Path(path)
-    overrides = config_overrides(path, config)
-    detection, state = detect_then_load(path, lambda shapes: detect_wan_dit(shapes, path, overrides))
-    state = to_diffusers(state, detection, path)
-    module = build_strict(WanTransformer3DModel, detection.config, state, path)
     device = pick_device(device)
     policy = dtype if isinstance(dtype, DTypePolicy) else dtype_policy(dtype or "auto", device, "dit")
-    apply_dtype_policy(module, policy, WanTransformer3DModel._keep_in_fp32_modules or ())
+    keep_fp32 = tuple(WanTransformer3DModel._keep_in_fp32_modules or ())
+    overrides = config_overrides(path, config)
+    if path.is_file() and path.suffix.lower() == GGUF_SUFFIX:
+        module, detection, policy, fmt = _load_gguf(path, overrides, policy, keep_fp32)
+    else:
+        module, detection, fmt = _load_torch_weights(path, overrides, policy, keep_fp32)
+    apply_dtype_policy(module, policy, keep_fp32)
     prediction = overrides.get("prediction_type", "flow_prediction")
     info = ModelInfo(path=str(path), family=detection.family, layout=detection.layout,
                      sha256=file_sha256(path) if compute_hash else "",
-                     config={**_jsonable(detection.config), "prediction_type": prediction})
+                     config={**_jsonable(detection.config), "prediction_type": prediction, **fmt})
     return WanDiT(module, info, detection.variant, device, policy, offload, prediction)
+
+
+GGUF_SUFFIX = ".gguf"
+# Module names whose weights are always dequantised on load, never kept quantised: diffusers' time
+# embedder casts the timestep to its first parameter's dtype, and these layers are small.
+DEQUANTIZED_ON_LOAD = ("condition_embedder",)
+
+
+def _target_dtype(policy: DTypePolicy, keep_fp32: tuple[str, ...]) -> Callable[[str], torch.dtype]:
+    """The dtype a parameter ends in under `policy` (apply_dtype_policy's rule)."""
+    keep = set(keep_fp32)
+    return lambda key: torch.float32 if keep.intersection(key.split(".")) else policy.compute
+
+
+def _load_torch_weights(path: Path, overrides: Mapping[str, Any], policy: DTypePolicy,
+                        keep_fp32: tuple[str, ...]
+                        ) -> tuple[torch.nn.Module, Detection, dict[str, Any]]:
+    """safetensors / pickle / diffusers folder, plain or ComfyUI scaled fp8."""
+    from diffusers import WanTransformer3DModel
+
+    detection, state = detect_then_load(path, lambda shapes: detect_wan_dit(shapes, path, overrides))
+    state, scales, scaled = split_scales(state, path, read_metadata(path))
+    fmt = {"weight_format": storage_format(state, scaled)}
+    state = to_diffusers(state, detection, path)
+    scales = to_diffusers(scales, detection, path)
+    if policy.storage is None:
+        # every float8 / scaled tensor straight to its final dtype, one at a time
+        dequantize_state(state, scales, _target_dtype(policy, keep_fp32))
+        return build_strict(WanTransformer3DModel, detection.config, state, path), detection, fmt
+    module = build_strict(WanTransformer3DModel, detection.config, state, path)
+    del state
+    kept = keep_fp8_linears(module, scales, policy.compute, DEQUANTIZED_ON_LOAD)
+    if kept:
+        fmt["fp8_layers_kept"] = kept
+    return module, detection, fmt
+
+
+def _load_gguf(path: Path, overrides: Mapping[str, Any], policy: DTypePolicy,
+               keep_fp32: tuple[str, ...]
+               ) -> tuple[torch.nn.Module, Detection, DTypePolicy, dict[str, Any]]:
+    """A GGUF DiT: detection from the header's shapes, quantised Linear weights kept in blocks."""
+    from diffusers import WanTransformer3DModel
+
+    from engine.models.gguf_weights import GGUFLinear, gguf_architecture, gguf_shapes, main_quant_type, \
+        read_gguf, type_counts
+
+    arch = gguf_architecture(path)
+    if arch is not None and arch != "wan":
+        raise ModelLoadError(path, f"this GGUF holds a {arch!r} model (general.architecture), not a "
+                                   "Wan DiT; LoadDiT reads Wan GGUF files (architecture \"wan\")")
+    detection = detect_wan_dit(gguf_shapes(path), path, overrides)
+    tensors, _ = read_gguf(path)
+    gguf_tensors = to_diffusers(tensors, detection, path)
+    # meta placeholders for quantised tensors: the strict key/shape check still covers them
+    state = {k: (torch.empty(t.shape, device="meta") if t.quantized else t.data)
+             for k, t in gguf_tensors.items()}
+    module = build_strict(WanTransformer3DModel, detection.config, state, path)
+    del state
+    target = _target_dtype(policy, keep_fp32)
+    for key, tensor in gguf_tensors.items():
+        if not tensor.quantized:
+            continue
+        owner_name, _, leaf = key.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        if (type(owner) is torch.nn.Linear and leaf == "weight"
+                and not owner_name.startswith(DEQUANTIZED_ON_LOAD)):
+            bias = owner.bias.detach() if owner.bias is not None else None
+            replace_module(module, owner_name, GGUFLinear(tensor, bias, policy.compute))
+        else:  # a quantised non-Linear tensor (rare) or an embedder weight: dequantise now
+            setattr(owner, leaf, torch.nn.Parameter(tensor.dequantize(target(key)), requires_grad=False))
+    left = [n for n, p in module.named_parameters() if p.is_meta]
+    if left:
+        raise ModelLoadError(path, f"tensors left unloaded: {', '.join(left[:3])}")
+    fmt = {"weight_format": f"gguf {main_quant_type(tensors)}", "gguf_types": type_counts(tensors)}
+    # GGUF blocks are the storage; float8 storage on top would only lose precision
+    return module, detection, DTypePolicy(policy.compute), fmt
 
 
 def _jsonable(config: Mapping[str, Any]) -> dict[str, Any]:
