@@ -17,6 +17,7 @@ from PySide6.QtGui import QUndoStack
 from engine.document import Link, NodeInstance, Workflow
 from engine.graph_index import GraphIndex
 from engine.sockets import can_connect
+from app import seed_control
 from app.clipboard import fragment_origin, fresh_id, make_fragment, remap_fragment
 from app.arrange import arrange
 from app.commands import (AddNodesCommand, ConnectCommand, DisconnectCommand, MoveNodesCommand,
@@ -135,35 +136,61 @@ class GraphEditor:
             return
         self.stack.push(SetInputCommand(self.model, node_id, name, value, merge_key))
 
-    def toggle_randomize(self, node_id: str, input_name: str) -> None:
-        current = list(self.model.layout_of(node_id).get("randomize") or [])
-        if input_name in current:
-            current.remove(input_name)
-        else:
-            current.append(input_name)
-        value = current if current else UNSET
-        self.stack.push(SetLayoutCommand(self.model, "randomize", {node_id: value},
-                                         "Toggle randomize after run"))
+    # ---- seed controls (app.seed_control) ---------------------------------------------------------
+    def seed_mode(self, node_id: str, input_name: str) -> str:
+        return seed_control.mode_of(self.model.layout_of(node_id), input_name)
 
-    def randomize_seeds(self, rng: random.Random | None = None) -> int:
-        """New values for every input flagged "randomize after run"; one undo step. Returns count."""
+    def set_seed_mode(self, node_id: str, input_name: str, mode: str) -> None:
+        """Set what happens to a seed input after each queued run (one undo step)."""
+        if mode not in seed_control.MODES or self.seed_mode(node_id, input_name) == mode:
+            return
+        entry = self.model.layout_of(node_id)
+        controls, randomize = seed_control.layout_values(entry, input_name, mode)
+        self.stack.beginMacro(f"Seed control: {mode}")
+        for key, value in (("seed_control", controls), ("randomize", randomize)):
+            if entry.get(key, UNSET) != (UNSET if value is None else value):
+                self.stack.push(SetLayoutCommand(self.model, key, {node_id: UNSET if value is None else value}))
+        self.stack.endMacro()
+
+    def cycle_seed_mode(self, node_id: str, input_name: str) -> str:
+        """The canvas control: fixed -> randomize -> increment -> decrement -> fixed."""
+        mode = seed_control.next_mode(self.seed_mode(node_id, input_name))
+        self.set_seed_mode(node_id, input_name, mode)
+        return mode
+
+    def toggle_randomize(self, node_id: str, input_name: str) -> None:
+        """Randomize on, or back to fixed."""
+        on = self.seed_mode(node_id, input_name) == "randomize"
+        self.set_seed_mode(node_id, input_name, "fixed" if on else "randomize")
+
+    def apply_seed_controls(self, rng: random.Random | None = None) -> int:
+        """Apply every seed input's control (increment, decrement, randomize) once, as one undo
+        step; called after a run was queued. Linked seeds are left alone. Returns how many changed."""
         rng = rng or random.Random()
         changes = []
         for nid in self.workflow.nodes:
             spec = self.model.spec(nid)
-            for name in self.model.layout_of(nid).get("randomize") or []:
-                ispec = spec.input(name) if spec else None
+            if spec is None:
+                continue
+            entry = self.model.layout_of(nid)
+            names = set(entry.get("seed_control") or ()) | set(entry.get("randomize") or ())
+            for name in sorted(names):
+                ispec = spec.input(name)
                 if ispec is None or self.model.link_into(nid, name) is not None:
                     continue
-                lo = int(ispec.min) if ispec.min is not None else 0
-                hi = int(min(ispec.max, SEED_MAX)) if ispec.max is not None else SEED_MAX
-                changes.append((nid, name, rng.randint(lo, max(lo, hi))))
+                lo, hi = seed_control.bounds(ispec)
+                value = seed_control.next_value(seed_control.mode_of(entry, name),
+                                                self.model.input_value(nid, name), lo, hi, rng)
+                if value is not None:
+                    changes.append((nid, name, value))
         if changes:
-            self.stack.beginMacro("Randomize seeds")
+            self.stack.beginMacro("Seed controls after run")
             for nid, name, value in changes:
                 self.stack.push(SetInputCommand(self.model, nid, name, value))
             self.stack.endMacro()
         return len(changes)
+
+    randomize_seeds = apply_seed_controls  # the name earlier callers use
 
     # ---- modes, collapse, titles ----------------------------------------------------------------
     def toggle_mode(self, node_ids: list[str], mode: str) -> None:

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from engine.schema import InputSpec
 from engine.sockets import SocketType
+from app import seed_control
 from app.editing import GraphEditor
 from app.graph_model import GraphModel
 from app.run_state import NodeRunState
@@ -66,7 +67,7 @@ class Inspector(QWidget):
     def show_node(self, node_id: str | None) -> None:
         self.node_id = node_id if node_id in self.model.workflow.nodes else None
         self.editors = {}
-        self._seed_boxes: dict[str, QCheckBox] = {}
+        self.seed_controls: dict[str, QComboBox] = {}  # seed input -> its control after each run
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.setContentsMargins(10, 8, 10, 8)
@@ -140,10 +141,15 @@ class Inspector(QWidget):
                 h = QHBoxLayout(row)
                 h.setContentsMargins(0, 0, 0, 0)
                 h.addWidget(w, 1)
-                box = QCheckBox("randomize after run")
-                box.toggled.connect(lambda _on, n=name: self.editor.toggle_randomize(node_id, n))
+                box = QComboBox()
+                box.addItems(list(seed_control.MODES))
+                box.setToolTip("What happens to this seed after each queued run (a run refused for "
+                               "problems changes nothing)")
+                box.currentTextChanged.connect(
+                    lambda mode, n=name: self.editor.set_seed_mode(node_id, n, mode))
+                h.addWidget(QLabel("after run"))
                 h.addWidget(box)
-                self._seed_boxes[name] = box
+                self.seed_controls[name] = box
                 return row
             return w
         if kind == "toggle":
@@ -244,10 +250,10 @@ class Inspector(QWidget):
             widget.blockSignals(True)
             show(self.model.input_value(self.node_id, name))
             widget.blockSignals(False)
-        randomize = self.model.layout_of(self.node_id).get("randomize") or []
-        for name, box in self._seed_boxes.items():
+        entry = self.model.layout_of(self.node_id)
+        for name, box in self.seed_controls.items():
             box.blockSignals(True)
-            box.setChecked(name in randomize)
+            box.setCurrentText(seed_control.mode_of(entry, name))
             box.blockSignals(False)
         node = self.model.node(self.node_id)
         self.mode_box.blockSignals(True)

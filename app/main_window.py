@@ -6,7 +6,8 @@ Invariants:
 - The dirty marker ([*] in the title) is "undo stack not clean, or a restored/dropped document".
 - Closing asks to save unsaved work; a normal close removes the recovery file, a crash leaves it.
 - Runs read a JSON snapshot of the document; nothing about running changes the graph except the
-  explicit, undoable "randomize after run" of seed inputs flagged for it.
+  explicit, undoable seed controls (increment / decrement / randomize), applied only once a run
+  passed validation and was queued.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from app.inspector import Inspector
 from app.log_panel import LogPanel
 from app.media_decode import thumbnail
 from app.preview import PreviewPanel
+from app.run_state import NodeRunState
 from app.run_controller import RunController
 from app.scene import GraphScene
 from app.studio_settings import SettingsDialog, StudioPrefs
@@ -268,14 +270,44 @@ class MainWindow(QMainWindow):
             return
         if not self._endpoints_approved():
             return
+        if self._refused(targets or None, label):
+            return  # nothing queued: seed controls stay unapplied
         if targets:
             needed = GraphIndex(self.model.workflow).upstream(targets)
             self.log_panel.append("info", f"{label}: {len(needed)} node(s) needed")
         self.runs.queue_run(snapshot, targets or None, label,
                             approved_endpoints=tuple(sorted(self.approved_endpoints)))
         self._set_run_label()
-        if self.randomize_seeds and self.editor.randomize_seeds(random.Random()):
-            self.show_message("Queued; seeds flagged “randomize after run” were re-rolled for the next run")
+        # Only now that the run is queued: seeds step on for the next run (ComfyUI's "control
+        # after generate"); the queued snapshot keeps the values it was queued with.
+        if self.randomize_seeds and self.editor.apply_seed_controls(random.Random()):
+            self.show_message("Queued; seeds with a control (increment, decrement, randomize) "
+                              "changed for the next run")
+
+    def _refused(self, targets: list[str] | None, label: str) -> bool:
+        """Validate what the run needs, as the engine will (engine.planner.check_runnable); when
+        something would stop it, show every problem on its node and in the log, and refuse."""
+        from engine.planner import check_runnable
+
+        problems = check_runnable(self.model.workflow, self.registry, targets)
+        if not problems:
+            return False
+        for problem in problems:
+            where = f"{problem.node_id}" + (f".{problem.input}" if problem.input else "")
+            self.log_panel.append("error", f"{label} refused: {where + ': ' if problem.node_id else ''}"
+                                           f"{problem.message}")
+            if problem.node_id in self.model.workflow.nodes:
+                state = NodeRunState(state="failed", message=(f"{problem.input}: " if problem.input else "")
+                                     + problem.message)
+                self.scene.set_run_state(problem.node_id, state)
+                if problem.node_id == self.inspector.node_id:
+                    self.inspector.set_run_state(state)
+        self.runs.last_status = "invalid"  # what the engine calls a run refused before it ran
+        self._set_run_label()
+        first = problems[0]
+        self.show_message(f"Not run: {len(problems)} problem{'s' if len(problems) != 1 else ''} — "
+                          f"{first.node_id + ': ' if first.node_id else ''}{first.message} (see the Log)")
+        return True
 
     def _endpoints_approved(self) -> bool:
         """Addresses the graph names that are not among the user's providers are contacted only

@@ -93,7 +93,7 @@ def build(window: "MainWindow") -> dict[str, QAction]:
             "Stop the current run and clear the queue")
     a["stop"].setEnabled(False)
     _action(w, a, "clear_queue", "Clear &Queue", window.runs.clear_queue)
-    rnd = _action(w, a, "randomize", "Re-roll Flagged Seeds After Queueing",
+    rnd = _action(w, a, "randomize", "Apply Seed Controls After Queueing",
                   lambda: setattr(window, "randomize_seeds", a["randomize"].isChecked()))
     rnd.setCheckable(True)
     rnd.setChecked(True)

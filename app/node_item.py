@@ -19,6 +19,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
 
+from app import seed_control
 from app import theme
 from app.run_state import NodeRunState
 from app.socket_item import SocketSlot, paint_socket, slot_at
@@ -245,11 +246,11 @@ class NodeItem(QGraphicsItem):
                                  fm.elidedText(f"{name}: {value}", Qt.ElideRight, int(row.width())))
         node = self.model.node(self.node_id)
         linked = self.model.workflow.links_into(self.node_id)
-        randomize = self.model.layout_of(self.node_id).get("randomize") or []
+        entry = self.model.layout_of(self.node_id)
         for w in self.widget_slots:
             value = node.inputs.get(w.name, w.spec.default if w.spec else None)
-            paint_widget(painter, w, value, linked=w.name in linked,
-                         hovered=w.name == self.hover_widget, randomize=w.name in randomize)
+            paint_widget(painter, w, value, linked=w.name in linked, hovered=w.name == self.hover_widget,
+                         seed_mode=seed_control.mode_of(entry, w.name) if w.kind == "seed" else None)
         if not self.thumb_rect.isNull() and self.thumbnail is not None:
             painter.setRenderHint(QPainter.SmoothPixmapTransform)
             painter.drawImage(self.thumb_rect, self.thumbnail)

@@ -93,7 +93,8 @@ class WidgetController:
         kind = slot.kind
         if kind in ("number", "seed"):
             if kind == "seed" and local.x() >= slot.rect.right() - DICE_W:
-                self.editor.toggle_randomize(item.node_id, slot.name)
+                mode = self.editor.cycle_seed_mode(item.node_id, slot.name)
+                self.host.show_status(f"{slot.name} after each run: {mode}")
                 return
             self.active_item, self._slot = item, slot
             self._start_x = event.scenePos().x()

@@ -5,7 +5,8 @@ zoomed-out repaints ~4x). Interaction lives in app.widget_editors, which opens a
 while the user edits. `widget_kind` is the one place that maps an InputSpec to a kind:
 
     number    INT / FLOAT: arrows, value, a fill bar when the range is bounded; drag to change
-    seed      INT with seed=True: a number plus the "randomize after run" dice toggle
+    seed      INT with seed=True: a number plus its control after each run (app.seed_control):
+              a die (dim: fixed, lit: randomize) or +1 / −1; clicking it cycles the modes
     toggle    BOOL
     choice    STRING/TEXT with choices
     model     STRING with file_kind naming a model folder kind: choose from the model folders
@@ -84,7 +85,10 @@ def number_fraction(spec: InputSpec, value: Any) -> float | None:
 
 
 def paint_widget(painter: QPainter, slot: WidgetSlot, value: Any, *, linked: bool,
-                 hovered: bool, randomize: bool = False) -> None:
+                 hovered: bool, randomize: bool = False, seed_mode: str | None = None) -> None:
+    """Paint one inline widget. `seed_mode` (fixed / increment / decrement / randomize) is the
+    control of a seed widget; `randomize` is the older spelling of seed_mode="randomize"."""
+    seed_mode = seed_mode or ("randomize" if randomize else "fixed")
     rect = slot.rect
     radius = 4.0 if slot.kind == "multiline" else rect.height() / 2
     painter.setPen(Qt.NoPen)
@@ -116,7 +120,7 @@ def paint_widget(painter: QPainter, slot: WidgetSlot, value: Any, *, linked: boo
         text_rect = QRectF(rect.left() + ARROW_W, rect.top(), right - rect.left() - 2 * ARROW_W, rect.height())
         _label_value(painter, fm, text_rect, label, format_value(spec, value))
         if slot.kind == "seed":
-            _dice(painter, QRectF(right, rect.top(), DICE_W, rect.height()), randomize)
+            _seed_control(painter, QRectF(right, rect.top(), DICE_W, rect.height()), seed_mode)
     elif slot.kind == "toggle":
         painter.setPen(theme.WIDGET_TEXT)
         painter.drawText(text_rect, Qt.AlignVCenter | Qt.AlignLeft, label)
@@ -194,8 +198,22 @@ def _folder(painter: QPainter, center: QPointF) -> None:
     painter.drawPath(path)
 
 
+def _seed_control(painter: QPainter, rect: QRectF, mode: str) -> None:
+    """The seed's control after each run: +1 / −1 in the accent colour, else a die (lit when
+    randomize, dim when fixed)."""
+    if mode in ("increment", "decrement"):
+        font = theme.small_font()
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(QColor("#e0b341"))
+        painter.drawText(rect, Qt.AlignCenter, "+1" if mode == "increment" else "−1")
+        painter.setFont(theme.body_font())
+        return
+    _dice(painter, rect, mode == "randomize")
+
+
 def _dice(painter: QPainter, rect: QRectF, on: bool) -> None:
-    """The "randomize after run" toggle: a die face, lit when on."""
+    """A die face, lit when on."""
     box = QRectF(rect.center().x() - 6, rect.center().y() - 6, 12, 12)
     painter.setPen(QPen(QColor("#e0b341") if on else theme.NODE_TEXT_DIM, 1.2))
     painter.setBrush(QColor(224, 179, 65, 60) if on else Qt.NoBrush)

@@ -445,7 +445,7 @@ def test_inspector_edits_are_undoable_and_follow_the_canvas(qtbot, make_window, 
     assert window.model.workflow.nodes[a].inputs["frames"] == 17 and frames.value() == 17
     window.editor.set_input(a, "strength", 0.25)  # an edit made elsewhere shows up
     assert inspector.editors["strength"][0].value() == 0.25
-    inspector._seed_boxes["seed"].setChecked(True)
+    inspector.seed_controls["seed"].setCurrentText("randomize")
     assert window.model.layout_of(a)["randomize"] == ["seed"]
     window.scene.clearSelection()
     window.scene.nodes[d].setSelected(True)

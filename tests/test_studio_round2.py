@@ -186,3 +186,105 @@ def test_wheel_over_a_canvas_widget_zooms_and_never_edits(qtbot, make_window, ca
     QApplication.sendEvent(view.viewport(), event)
     assert view.zoom() != zoom
     assert window.model.input_value(a, "seed") == 0 and window.model.input_value(a, "frames") == 17
+
+
+# ---- 9. seed controls after each run -------------------------------------------------------------
+
+class _FakeClient:
+    """Accepts runs and never reports back: enough to see what was queued."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, request):
+        self.submitted.append(request)
+        return f"run{len(self.submitted)}"
+
+    def poll_events(self, _timeout=0.0):
+        return []
+
+    def start(self): ...
+    def interrupt(self): ...
+    def kill(self): ...
+    def restart(self): ...
+    def close(self): ...
+
+
+def _seed_graph(window):
+    ed = window.editor
+    a = ed.add_node("NoiseLatent", (0, 0))
+    b = ed.add_node("NoiseLatent", (0, 300))
+    c = ed.add_node("NoiseLatent", (0, 600))
+    d = ed.add_node("DecodeVideo", (400, 0))
+    w = ed.add_node("WriteVideo", (800, 0))
+    ed.connect(a, "latent", d, "latent")
+    ed.connect(d, "video", w, "video")
+    for nid, seed in ((a, 5), (b, 0), (c, 10)):
+        ed.set_input(nid, "seed", seed)
+    return a, b, c, d, w
+
+
+def test_seed_controls_apply_only_after_a_run_is_queued(make_window, canvas_registry):
+    client = _FakeClient()
+    window = make_window(registry=canvas_registry, client_factory=lambda: client)
+    a, b, c, d, w = _seed_graph(window)
+    ed = window.editor
+    ed.set_seed_mode(a, "seed", "increment")
+    ed.set_seed_mode(b, "seed", "decrement")  # wraps from the minimum to the maximum
+    ed.set_seed_mode(c, "seed", "randomize")
+    assert window.model.layout_of(c)["randomize"] == ["seed"]  # older readers still see it
+    window.actions["run"].trigger()
+    assert len(client.submitted) == 1
+    queued = client.submitted[0].workflow["nodes"]
+    assert queued[a]["inputs"]["seed"] == 5  # the run uses the values it was queued with
+    value = window.model.input_value
+    assert value(a, "seed") == 6 and value(b, "seed") == 2**32 - 1 and value(c, "seed") != 10
+    window.undo_stack.undo()  # the step is one undo
+    assert (value(a, "seed"), value(b, "seed"), value(c, "seed")) == (5, 0, 10)
+    ed.set_seed_mode(a, "seed", "fixed")
+    assert "seed_control" not in window.model.layout_of(a)
+
+
+def test_a_refused_run_leaves_seeds_untouched(make_window, canvas_registry):
+    client = _FakeClient()
+    window = make_window(registry=canvas_registry, client_factory=lambda: client)
+    a, b, c, d, w = _seed_graph(window)
+    for nid in (a, b, c):
+        window.editor.set_seed_mode(nid, "seed", "randomize")
+    window.editor.disconnect(next(l for l in window.model.workflow.links if l.to_node == d))
+    window.actions["run"].trigger()  # DecodeVideo's latent is missing: refused before queueing
+    assert client.submitted == [] and not window.runs.queue
+    assert [window.model.input_value(n, "seed") for n in (a, b, c)] == [5, 0, 10]
+    state = window.scene.nodes[d].run_state
+    assert state.state == "failed" and state.message.startswith("latent:")
+    assert window.runs.last_status == "invalid" and "invalid" in window.run_label.text()
+
+
+def test_seed_control_on_the_canvas_and_in_the_inspector(tmp_path, make_window, canvas_registry):
+    from app.widget_paint import DICE_W
+    from tests.conftest_qt import click
+
+    target = tmp_path / "seeds.json"
+    window = make_window(registry=canvas_registry, dialogs=ScriptedDialogs(save_workflow_path=str(target)))
+    a = window.editor.add_node("NoiseLatent", (0, 0))
+    item = window.scene.nodes[a]
+    seed = item.mapRectToScene(next(s for s in item.widget_slots if s.name == "seed").rect)
+    modes = []
+    for _ in range(4):
+        click(window.view, QPointF(seed.right() - DICE_W / 2, seed.center().y()))
+        modes.append(window.editor.seed_mode(a, "seed"))
+    assert modes == ["randomize", "increment", "decrement", "fixed"]
+    inspector = _inspect(window, a)
+    box = inspector.seed_controls["seed"]
+    assert [box.itemText(i) for i in range(box.count())] == ["fixed", "increment", "decrement", "randomize"]
+    box.setCurrentText("increment")
+    assert window.model.layout_of(a)["seed_control"] == {"seed": "increment"}
+    window.editor.set_seed_mode(a, "seed", "decrement")  # an edit elsewhere shows up
+    assert box.currentText() == "decrement"
+    window.actions["save"].trigger()
+    saved = json.loads(target.read_text())
+    assert saved["layout"]["nodes"][a]["seed_control"] == {"seed": "decrement"}
+    saved["layout"]["nodes"][a] = {"pos": [0, 0], "randomize": ["seed"]}  # a file from before
+    target.write_text(json.dumps(saved))
+    other = make_window(registry=canvas_registry)
+    assert other.files.open(str(target)) and other.editor.seed_mode(a, "seed") == "randomize"
