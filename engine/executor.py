@@ -432,7 +432,8 @@ class _Run:
     def record_models(self, nid: str, outputs: dict[str, Any]) -> None:
         """Note every loaded model (anything with a ModelInfo `info`) for the outputs' provenance."""
         for value in outputs.values():
-            info = getattr(value, "info", None)
+            # `provenance_info`: what a derived model adds (a LoRA'd DiT names its LoRA file)
+            info = getattr(value, "provenance_info", None) or getattr(value, "info", None)
             if info is not None and hasattr(info, "family") and hasattr(info, "path"):
                 self.provenance.setdefault("models", {})[nid] = {
                     "path": Path(info.path).name, "family": info.family,

@@ -42,7 +42,6 @@ class LoadLoRA(NodeType):
         ctx.progress(0.0, f"reading {path.name}")
         lora_file = load_lora(path, model, input="lora")
         record_model(ctx, lora_file.info)
-        ctx.provenance["models"][ctx.node_id]["strength"] = float(strength)
         if lora_file.skipped:
             ctx.log("warning", f"{path.name}: {len(lora_file.skipped)} text-encoder keys are not "
                                f"applied (e.g. {', '.join(lora_file.skipped[:2])}); only the DiT "

@@ -360,6 +360,12 @@ class LoraDiT:
         return f"LoraDiT({self.base!r} + [{stack}])"
 
     @property
+    def provenance_info(self) -> ModelInfo | None:
+        """The newest LoRA's file identity: what the LoadLoRA node that made this model records in
+        the run's provenance (its LoadDiT records the base)."""
+        return self.loras[-1][0].info if self.loras else None
+
+    @property
     def nbytes(self) -> int:
         """What this adds to the cache (the base is counted where LoadDiT cached it)."""
         return sum(f.nbytes for f, _ in self.loras)
