@@ -2,7 +2,7 @@
 
 Invariant: this module imports nothing, so the node registry (and `validate` / `nodes`) builds
 every NodeSpec without torch. The engine modules that act on these names re-export them
-(engine.devices.DTYPE_CHOICES, engine.sampling.SAMPLERS, engine.conditioning.MODES,
+(engine.devices.DTYPE_CHOICES, engine.sampling.SAMPLERS / SCHEDULERS, engine.conditioning.MODES,
 engine.models.text_encoders.DTYPE_CHOICES), so either import works.
 """
 
@@ -11,8 +11,12 @@ DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16", "fp8")
 # Text encoders compute in one dtype; fp8 storage is a diffusers feature, not offered there.
 TEXT_ENCODER_DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
-# diffusers schedulers engine.sampling sets up as WanPipeline does.
-SAMPLERS = ("unipc", "euler")
+# Samplers (engine.sampling): "unipc" is Wan's own reference solver (UniPC bh2, 2nd order, as
+# diffusers' WanPipeline and the Wan repo set it up); the rest carry ComfyUI's names and meaning.
+SAMPLERS = ("unipc", "uni_pc", "uni_pc_bh2", "euler", "dpmpp_2m", "lcm")
+# Sigma schedules (engine.sampling): "default" is the sampler's own diffusers schedule (what every
+# graph before schedulers existed used); simple/normal/beta are ComfyUI's definitions.
+SCHEDULERS = ("default", "simple", "normal", "beta")
 
 # Where engine.conditioning places known frames: head, tail, or both.
 CONDITIONING_MODES = ("extend forward", "extend backward", "connect")

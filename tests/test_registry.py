@@ -77,4 +77,4 @@ def test_catalogue_is_json_ready(registry):
     names = [i["name"] for i in entry["inputs"]]
     assert names[:3] == ["model", "conditioning", "latent"]
     sampler = next(i for i in entry["inputs"] if i["name"] == "sampler")
-    assert set(sampler["choices"]) == {"euler", "unipc"}
+    assert set(sampler["choices"]) == {"unipc", "uni_pc", "uni_pc_bh2", "euler", "dpmpp_2m", "lcm"}
