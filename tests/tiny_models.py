@@ -27,10 +27,11 @@ DIT_VARIANTS = {
     "t2v": dict(DIT_TINY, in_channels=16, out_channels=16),
     # Wan 2.2 I2V-A14B: image channels (4 mask + 16 latent), no CLIP image embedder
     "i2v22": dict(DIT_TINY, in_channels=36, out_channels=16),
-    # Wan 2.1 I2V-14B: image channels and a CLIP image embedder (width 1280 in the real model)
-    "i2v": dict(DIT_TINY, in_channels=36, out_channels=16, image_dim=48, added_kv_proj_dim=48),
+    # Wan 2.1 I2V-14B: image channels and a CLIP image embedder (width 1280 in the real model);
+    # the image tokens leave the embedder at the model width, so added_kv_proj_dim = 2 * 32
+    "i2v": dict(DIT_TINY, in_channels=36, out_channels=16, image_dim=48, added_kv_proj_dim=64),
     # Wan 2.1 FLF2V-14B: as I2V plus a positional embedding over two images' tokens
-    "flf2v": dict(DIT_TINY, in_channels=36, out_channels=16, image_dim=48, added_kv_proj_dim=48,
+    "flf2v": dict(DIT_TINY, in_channels=36, out_channels=16, image_dim=48, added_kv_proj_dim=64,
                   pos_embed_seq_len=2 * 257),
 }
 # 3 levels -> 4x spatial, 4x temporal (Wan's 4n+1 frame rule); z_dim 16 as Wan 2.1
