@@ -30,17 +30,26 @@ def resolve_model(ctx: ExecutionContext, kind: str, name: str, input_name: str) 
 
 def record_model(ctx: ExecutionContext, info: ModelInfo) -> None:
     """Put the model's identity into the run's provenance (embedded in every output)."""
-    ctx.provenance.setdefault("models", {})[ctx.node_id] = {
-        "path": Path(info.path).name, "family": info.family, "layout": info.layout,
-        "sha256": info.sha256}
+    entry = {"path": Path(info.path).name, "family": info.family, "layout": info.layout,
+             "sha256": info.sha256}
+    weight_format = (info.config or {}).get("weight_format")
+    if weight_format:  # DiTs: how the file stores its weights ("fp8_scaled", "gguf Q4_K", "bf16")
+        entry["format"] = weight_format
+    ctx.provenance.setdefault("models", {})[ctx.node_id] = entry
 
 
 class LoadDiT(NodeType):
     """Load a diffusion transformer (Wan 2.1 / 2.2 T2V, I2V, TI2V) from the diffusion_models folder.
 
     The architecture, variant and key layout (Wan original, ComfyUI or diffusers) are detected
-    from the file. dtype auto picks bf16 on a GPU and fp32 on the CPU; fp8 stores the weights in
-    8 bits and computes in half precision. Only safetensors or weights-only checkpoints load.
+    from the file. Files: fp32/fp16/bf16 and fp8 (e4m3fn, e5m2) safetensors, ComfyUI's
+    *_fp8_scaled files, and GGUF files (Q8_0, Q6_K, Q5_K, Q4_K and the other llama.cpp types
+    city96's Wan GGUFs use). dtype: auto = bf16 on a GPU, fp32 on the CPU; fp32/fp16/bf16 compute
+    in that precision, and fp8 files are dequantised (weight x scale) once while loading; fp8 holds
+    the weights in 8 bits and upcasts each layer as it runs (an fp8 or fp8_scaled file stays as
+    stored, about 1 byte per parameter; others are cast to e4m3fn). GGUF weights always stay
+    quantised and are dequantised layer by layer; dtype sets only the compute precision.
+    Only safetensors, GGUF or weights-only checkpoints load.
     """
 
     spec = NodeSpec(
@@ -49,7 +58,9 @@ class LoadDiT(NodeType):
             Input("model", S.STRING, "", file_kind="diffusion_models",
                   tooltip="a file (or diffusers folder) in a diffusion_models model folder"),
             Input("dtype", S.STRING, "auto", choices=DTYPE_CHOICES,
-                  tooltip="weight precision; auto = bf16 on GPU, fp32 on CPU"),
+                  tooltip="compute precision; auto = bf16 on GPU, fp32 on CPU. fp8 keeps weights "
+                          "in 8 bits (fp8 files as stored); fp8 files are dequantised for the "
+                          "others. GGUF files always stay quantised."),
         ),
         outputs=(Output("model", S.DIT),),
     )
@@ -62,7 +73,9 @@ class LoadDiT(NodeType):
         ctx.progress(0.0, f"loading {path.name}")
         dit = load_dit(path, device=ctx.device, dtype=dtype)
         record_model(ctx, dit.info)
-        ctx.progress(1.0, f"{dit.info.family} ({dit.info.layout} layout)")
+        fmt = (dit.info.config or {}).get("weight_format")
+        ctx.progress(1.0, f"{dit.info.family} ({dit.info.layout} layout"
+                          f"{', ' + fmt + ' weights' if fmt else ''})")
         return {"model": dit}
 
 
