@@ -63,6 +63,18 @@ def add_commands(sub: Any) -> None:
     nodes.add_argument("--node-pack", action="append", default=[], type=Path)
     nodes.set_defaults(handler=cmd_nodes)
 
+    imp = sub.add_parser("import", help="turn a ComfyUI workflow (JSON, or a PNG/MP4/WEBM/WEBP "
+                         "that carries one) into a Reelgraph workflow and print the import report",
+                         description="Import a ComfyUI workflow. Exit 0 when every node mapped, 1 when "
+                         "some became placeholders (listed with reasons), 2 when the file is not a "
+                         "ComfyUI workflow.")
+    imp.add_argument("comfy_file", type=Path, help="ComfyUI UI workflow or API prompt (.json), or an "
+                     "output file carrying one (.png, .mp4, .webm, .webp)")
+    imp.add_argument("out", type=Path, help="the Reelgraph workflow to write (.json)")
+    imp.add_argument("--json", action="store_true", help="print the report as JSON")
+    imp.add_argument("--node-pack", action="append", default=[], type=Path)
+    imp.set_defaults(handler=cmd_import)
+
     batch = sub.add_parser("batch", help="run a workflow once per row of a job matrix (resumable)",
                            description="Run a workflow once per row of a job matrix (prompt x seed "
                            "x parameter); resumable: re-running skips the jobs already done.")
@@ -129,7 +141,6 @@ def load_settings_or_warn() -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from engine import bundle
     from engine.context import InterruptFlag
-    from engine.document import load_workflow
     from engine.runtime import make_executor
 
     settings = load_settings_or_warn()
@@ -138,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings.output_dir = str(out_dir)
     try:
         path = bundle.find_workflow(args.workflow)
-        workflow = load_workflow(path)
+        workflow = load_any_workflow(path)  # a ComfyUI file is imported on the fly
     except WorkflowError as exc:
         print_problems(exc, str(args.workflow))
         return EXIT_INVALID
@@ -217,11 +228,77 @@ def finish_message(report: RunReport, out_dir: Path) -> int:
     return EXIT_FAILED
 
 
+# ---- ComfyUI import -----------------------------------------------------------------------------
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from engine.comfy import ComfyImportError, import_comfy_file
+    from engine.models.paths import default_model_paths
+    from engine.registry import default_registry
+
+    settings = load_settings_or_warn()
+    registry = default_registry([*settings.node_packs, *map(str, args.node_pack)])
+    try:
+        result = import_comfy_file(args.comfy_file, registry,
+                                   default_model_paths(getattr(settings, "model_roots", ()) or ()))
+    except ComfyImportError as exc:
+        _print_comfy_error(exc, str(args.comfy_file))
+        return EXIT_INVALID
+    try:
+        result.workflow.save(args.out)
+    except OSError as exc:
+        print(f"{args.out}: cannot write the workflow: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps(result.report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(result.report.to_text())
+        print(f"wrote {args.out}")
+    return result.exit_code
+
+
+def _print_comfy_error(exc: Any, source: str) -> None:
+    n = len(exc.problems)
+    print(f"{exc.source or source}: not an importable ComfyUI workflow "
+          f"({n} problem{'s' if n != 1 else ''}):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def load_any_workflow(path: Path, registry: Any = None) -> Any:
+    """A Reelgraph workflow file, or a ComfyUI one imported in memory (its report on stderr).
+    Raises WorkflowError either way, naming the file."""
+    from engine.document import load_workflow
+
+    try:
+        return load_workflow(path)
+    except WorkflowError as exc:
+        original = exc
+    if not _maybe_comfy(path, original):
+        raise original
+    from engine.comfy import ComfyImportError, import_comfy_file
+    from engine.models.paths import default_model_paths
+
+    try:
+        settings = load_settings_or_warn()
+        result = import_comfy_file(path, registry, default_model_paths(getattr(settings, "model_roots", ()) or ()))
+    except ComfyImportError:
+        raise original from None
+    print(result.report.to_text(), file=sys.stderr)
+    return result.workflow
+
+
+def _maybe_comfy(path: Path, exc: WorkflowError) -> bool:
+    """Whether a file that failed to load as a Reelgraph workflow is worth trying as ComfyUI's:
+    media files, and JSON whose "format" is missing."""
+    if path.suffix.lower() in (".png", ".mp4", ".webm", ".webp", ".mkv", ".mov"):
+        return True
+    return any('"format" must be' in str(p) for p in exc.problems)
+
+
 # ---- validate and nodes ------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine import bundle
-    from engine.document import load_workflow
     from engine.registry import default_registry
     from engine.validation import validate
 
@@ -231,7 +308,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for given in args.workflows:
         try:
             path = bundle.find_workflow(given)
-            workflow = load_workflow(path)
+            workflow = load_any_workflow(path, registry)  # ComfyUI files imported on the fly
             problems = validate(workflow, registry)
             if problems:
                 raise WorkflowError(problems, source=str(path))

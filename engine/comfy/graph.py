@@ -77,7 +77,7 @@ class CGraph:
 # ---- detection -------------------------------------------------------------------------------
 
 def looks_like_ui(data: Any) -> bool:
-    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+    return isinstance(data, dict) and "nodes" in data and "links" in data
 
 
 def looks_like_api(data: Any) -> bool:
