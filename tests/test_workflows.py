@@ -29,7 +29,8 @@ def workflow_model_writers() -> dict:
 
 
 def model_files(workflow, registry) -> list[tuple[str, str]]:
-    """(kind, name) of every model file input of `workflow` that is set."""
+    """(kind, name) of every model file input of `workflow` that is set (media inputs, file_kind
+    "input", are the user's files, not models)."""
     found = []
     for node in workflow.nodes.values():
         node_type = registry.get(node.type)
@@ -37,7 +38,7 @@ def model_files(workflow, registry) -> list[tuple[str, str]]:
             continue
         for spec in node_type.spec.inputs:
             value = node.inputs.get(spec.name)
-            if spec.file_kind and isinstance(value, str) and value:
+            if spec.file_kind and spec.file_kind != "input" and isinstance(value, str) and value:
                 found.append((spec.file_kind, value))
     return found
 
