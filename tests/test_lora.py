@@ -174,6 +174,7 @@ def test_unknown_keys_are_named(folder, base):
     message = str(err.value)
     assert "2 of its keys match nothing" in message and "other_arch.safetensors" in message
     assert "audio_attn.q.lora_down.weight" in message and "lora_mid.weight" in message
+    assert "not supported" in message
 
 
 def test_a_dit_checkpoint_is_not_a_lora(folder, base):

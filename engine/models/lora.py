@@ -158,9 +158,12 @@ def parse_lora(state: Mapping[str, torch.Tensor], module: torch.nn.Module, sourc
                    f"{index.num_layers} blocks: the LoRA was made for a bigger model (e.g. a 14B "
                    f"LoRA on 1.3B); pick a LoRA made for {family}")
     if unknown:
+        other = any(m in k for k in unknown for m in ("dora_scale", "lora_mid", "hada_", "lokr_"))
+        kind = (" (DoRA, LoCon mid, LoHa and LoKr weights are not supported; use a plain LoRA)"
+                if other else "")
         raise fail(f"{len(unknown)} of its keys match nothing in this {family} model, e.g. "
-                   f"{', '.join(sorted(unknown)[:4])}; it may be made for another architecture — "
-                   f"pick a LoRA made for {family}")
+                   f"{', '.join(sorted(unknown)[:4])}{kind}; it may be made for another "
+                   f"architecture — pick a LoRA made for {family}")
 
     linear: dict[str, LinearPatch] = {}
     params: dict[str, torch.Tensor] = {}
