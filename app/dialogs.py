@@ -10,7 +10,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
-WORKFLOW_FILTER = "Reelgraph workflows (*.json);;All files (*)"
+WORKFLOW_FILTER = ("Workflows and outputs that embed one (*.json *.png *.webp *.gif *.mp4 *.webm *.mkv *.mov);;"
+                   "Reelgraph workflows (*.json);;All files (*)")
 MEDIA_FILTER = ("Images and videos (*.png *.jpg *.jpeg *.webp *.bmp *.mp4 *.webm *.mov *.mkv *.gif);;"
                 "All files (*)")
 DROPPABLE_MEDIA = {".png", ".jpg", ".jpeg", ".webp", ".mp4", ".webm", ".mov", ".mkv", ".gif"}
@@ -38,6 +39,13 @@ class Dialogs:
         start = str(Path(current).parent) if current else ""
         path, _ = QFileDialog.getOpenFileName(self.parent, "Choose an image or video", start, MEDIA_FILTER)
         return path or None
+
+    def choose_template(self, entries, registry) -> str | None:
+        """The template browser (app.templates); the chosen file's path, or None."""
+        from app.templates import TemplateBrowser
+
+        browser = TemplateBrowser(entries, registry, self.parent)
+        return str(browser.chosen) if browser.exec() and browser.chosen else None
 
     def folder(self, title: str, start: str = "") -> str | None:
         path = QFileDialog.getExistingDirectory(self.parent, title, start)

@@ -30,13 +30,23 @@ def _ensure_app():
 
 def render_scene_png(scene, out_png: str | Path, scale: float = 1.0) -> QImage:
     """Render every node and group of a GraphScene into `out_png`; returns the image."""
+    image = render_scene_image(scene, scale)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not image.save(str(out), "PNG"):
+        raise OSError(f"could not write {out}")
+    return image
+
+
+def render_scene_image(scene, scale: float = 1.0, max_side: int = MAX_SIDE) -> QImage:
+    """Every node and group of a GraphScene as an image (at most `max_side` pixels per side)."""
     from app import theme
 
     rect = scene.nodes_bounding_rect()
     if rect.isNull():
         rect = QRectF(0, 0, 400, 300)
     rect = rect.adjusted(-MARGIN, -MARGIN, MARGIN, MARGIN)
-    scale = min(scale, MAX_SIDE / max(rect.width(), 1), MAX_SIDE / max(rect.height(), 1))
+    scale = min(scale, max_side / max(rect.width(), 1), max_side / max(rect.height(), 1))
     image = QImage(max(1, int(rect.width() * scale)), max(1, int(rect.height() * scale)),
                    QImage.Format_ARGB32_Premultiplied)
     image.fill(theme.CANVAS_BG)
@@ -45,10 +55,6 @@ def render_scene_png(scene, out_png: str | Path, scale: float = 1.0) -> QImage:
     scene.clearSelection()
     scene.render(painter, QRectF(0, 0, image.width(), image.height()), rect, Qt.KeepAspectRatio)
     painter.end()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not image.save(str(out), "PNG"):
-        raise OSError(f"could not write {out}")
     return image
 
 

@@ -8,6 +8,11 @@ Invariants:
 - Nodes of unknown types load as greyed placeholders with their inputs; nothing is dropped.
 - Dropping an output image/video that embeds a workflow opens that workflow as a new, unsaved
   document; dropping plain media adds a LoadImage/LoadVideo node for it.
+- File ▸ Open of an output image/video opens the workflow embedded in it the same way: a
+  Reelgraph one as it is, a ComfyUI one through engine.comfy's importer; a file that carries none
+  gets a message box, never a decoding error.
+- Templates and examples open as copies (no path: Save asks where). An example opened by path is
+  never overwritten either: Save on it asks for a new path (app.templates.is_protected).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from engine.registry import NodeRegistry
 from app.dialogs import DROPPABLE_MEDIA, Dialogs
 from app.graph_model import GraphModel
 from app.studio_settings import StudioPrefs
+from app.templates import is_protected, template_name
 
 VIDEO_DROP = {".mp4", ".webm", ".mov", ".mkv", ".gif"}
 
@@ -39,6 +45,7 @@ class FileController(QObject):
         self.model, self.stack, self.registry = model, undo_stack, registry
         self.dialogs, self.prefs = dialogs, prefs
         self.current_path: str | None = None
+        self.copy_of: str | None = None  # the template's title while an unsaved copy is open
         self._force_dirty = False  # a restored or dropped document differs from any file
         self.before_save: Callable[[], None] | None = None  # e.g. remember the view in the layout
         undo_stack.cleanChanged.connect(lambda clean: self.path_changed.emit(self.current_path))
@@ -48,7 +55,9 @@ class FileController(QObject):
         return self._force_dirty or not self.stack.isClean()
 
     def display_name(self) -> str:
-        return Path(self.current_path).name if self.current_path else "Untitled"
+        if self.current_path:
+            return Path(self.current_path).name
+        return f"{self.copy_of} (copy)" if self.copy_of else "Untitled"
 
     # ---- reading ------------------------------------------------------------------------------
     def read(self, path: str) -> Workflow | None:
@@ -74,6 +83,7 @@ class FileController(QObject):
         self.stack.clear()
         self.stack.setClean()
         self.current_path = str(Path(path).resolve()) if path else None
+        self.copy_of = None
         self._force_dirty = dirty
         self.path_changed.emit(self.current_path)
         self.document_loaded.emit()
@@ -93,12 +103,18 @@ class FileController(QObject):
         return True
 
     def open(self, path: str | None = None) -> bool:
+        """Open a workflow file, or the workflow embedded in an output image or video (or a
+        ComfyUI workflow, imported). Asks to save unsaved changes first."""
         if not self.maybe_save():
             return False
         path = path or self.dialogs.open_workflow_path(str(Path(self.current_path).parent)
                                                        if self.current_path else "")
         if not path:
             return False
+        if is_media(path):
+            return self._open_media(path, asked=True)
+        if self._comfy_workflow(path, confirmed=True):  # a ComfyUI workflow .json: import it
+            return True
         workflow = self.read(path)
         if workflow is None:
             return False
@@ -107,13 +123,35 @@ class FileController(QObject):
         self.message.emit(f"Opened {Path(path).name}")
         return True
 
+    def open_copy(self, path: str, title: str | None = None) -> bool:
+        """Open a template or example as an unsaved copy: no path, so Save asks where."""
+        if not self.maybe_save():
+            return False
+        workflow = self.read(path)
+        if workflow is None:
+            return False
+        self.set_document(workflow, None)
+        self.copy_of = title or Path(path).stem
+        self.path_changed.emit(None)
+        self.message.emit(f"Opened a copy of {self.copy_of}; Save asks where to keep it")
+        return True
+
     def save(self) -> bool:
         if self.current_path is None:
+            return self.save_as()
+        if is_protected(self.current_path):
+            self.message.emit(f"{Path(self.current_path).name} is an example that ships with "
+                              "Reelgraph: save your version under a new name")
             return self.save_as()
         return self._write(self.current_path)
 
     def save_as(self) -> bool:
-        start = self.current_path or "untitled.json"
+        if self.current_path and not is_protected(self.current_path):
+            start = self.current_path
+        else:  # a copy or an example: suggest its name in the user's home, not workflows/
+            stem = Path(self.current_path).stem if self.current_path else (
+                template_name(self.copy_of) if self.copy_of else "untitled")
+            start = str(Path.home() / f"{stem or 'untitled'}.json")
         path = self.dialogs.save_workflow_path(start)
         return self._write(path) if path else False
 
@@ -152,12 +190,7 @@ class FileController(QObject):
             if suffix == ".json":
                 return self.open(path)
             if suffix in DROPPABLE_MEDIA:
-                embedded = self._embedded_workflow(path)
-                if embedded is not None:
-                    if not self.maybe_save():
-                        return False
-                    self.set_document(embedded, None, dirty=True)
-                    self.message.emit(f"Opened the workflow embedded in {Path(path).name}")
+                if self._open_media(path, asked=False):
                     return True
                 if add_media_node is not None:
                     is_video = suffix in VIDEO_DROP
@@ -168,6 +201,58 @@ class FileController(QObject):
                         return True
                 self.message.emit(f"{Path(path).name} holds no Reelgraph workflow")
         return False
+
+    def _open_media(self, path: str, asked: bool) -> bool:
+        """Open the workflow embedded in an output file as a new, unsaved document. `asked`: the
+        user chose this file to open (File ▸ Open), so a file without a workflow gets a message
+        box; a dropped one does not (the drop then adds a loader node instead), and it was
+        already asked about unsaved changes. True when the file was dealt with."""
+        name = Path(path).name
+        embedded = self._embedded_workflow(path)
+        if embedded is not None:
+            if not asked and not self.maybe_save():
+                return True  # handled: the user kept the current document
+            self.set_document(embedded, None, dirty=True)
+            self.message.emit(f"Opened the workflow embedded in {name}")
+            return True
+        if self._comfy_workflow(path, confirmed=asked):
+            return True
+        if asked:
+            self.dialogs.warning("No workflow in this file",
+                                 f"{name} carries no Reelgraph or ComfyUI workflow, so there is no "
+                                 "graph to open.\n\nOutputs of Reelgraph (and of ComfyUI) embed "
+                                 "the graph that made them; this file was made elsewhere or its "
+                                 "metadata was stripped. To use it as an input, drop it on the "
+                                 "canvas: that adds a LoadImage or LoadVideo node.")
+        return False
+
+    def _comfy_workflow(self, path: str, confirmed: bool = False) -> bool:
+        """Import the ComfyUI workflow a file carries (engine.comfy), as a new unsaved document.
+        False when the file carries none; problems of the import are shown, not raised.
+        `confirmed`: unsaved changes were already dealt with."""
+        name = Path(path).name
+        try:
+            from engine.comfy import ComfyImportError, import_comfy_file, looks_like_comfy_file
+        except ImportError:  # an engine without the importer: say how else to get the graph
+            return False
+        if not looks_like_comfy_file(path):
+            return False
+        if not confirmed and not self.maybe_save():
+            return True
+        try:
+            result = import_comfy_file(path, self.registry)
+        except ComfyImportError as exc:
+            self.dialogs.error("Cannot import the ComfyUI workflow", f"{name}: {exc}")
+            return True
+        self.set_document(result.workflow, None, dirty=True)
+        self.copy_of = f"{Path(path).stem} (from ComfyUI)"
+        self.path_changed.emit(None)
+        report = result.report
+        if report.placeholders or report.warnings:
+            self.dialogs.warning("Imported from ComfyUI", report.to_text())
+        self.message.emit(f"Imported the ComfyUI workflow in {name}: {report.summary()}"
+                          if hasattr(report, "summary") else f"Imported the ComfyUI workflow in {name}")
+        return True
 
     def _embedded_workflow(self, path: str) -> Workflow | None:
         try:
@@ -183,3 +268,16 @@ class FileController(QObject):
         except WorkflowError as exc:
             self.dialogs.error("Cannot open the embedded workflow", str(exc))
             return None
+
+
+def is_media(path: str) -> bool:
+    """An image or video (by name, or by its first bytes for a misnamed file): not a JSON file."""
+    if Path(path).suffix.lower() in DROPPABLE_MEDIA:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return (head.startswith(b"\x89PNG") or head[:4] == b"RIFF" or head[4:8] == b"ftyp"
+            or head.startswith(b"\x1aE\xdf\xa3") or head[:3] == b"GIF")

@@ -55,7 +55,7 @@ def open_initial_document(window, workflow_path: str | None) -> str:
             except WorkflowError as exc:
                 window.dialogs.error("Cannot restore", str(exc))
     default = bundle.default_workflow()
-    if default.exists() and window.files.open(str(default)):
+    if default.exists() and window.files.open_copy(str(default)):  # a copy: Save never overwrites it
         return "default"
     window.load_workflow(Workflow(), None)
     return "empty"

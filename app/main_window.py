@@ -370,6 +370,37 @@ class MainWindow(QMainWindow):
         if self.persist_settings:
             save_settings(settings)
 
+    def new_from_template(self) -> None:
+        """File ▸ New from Template: choose an example or one of the user's templates in the
+        browser; it opens as an unsaved copy."""
+        from app.templates import list_templates
+
+        entries = list_templates()
+        path = self.dialogs.choose_template(entries, self.registry)
+        if path:
+            entry = next((e for e in entries if str(e.path) == str(path)), None)
+            self.files.open_copy(path, entry.title if entry else None)
+
+    def save_as_template(self) -> None:
+        """File ▸ Save as Template: the graph (and a thumbnail) into the user's templates folder."""
+        from app.templates import save_template, template_name, user_templates_dir
+
+        current = self.model.workflow.meta.get("title") or Path(self.files.display_name()).stem
+        text = self.dialogs.text("Save as template", "Template name:", str(current))
+        name = template_name(text or "")
+        if not name:
+            return
+        if (user_templates_dir() / f"{name}.json").exists() and not self.dialogs.confirm(
+                "Replace template?", f"A template called {name} exists. Replace it?"):
+            return
+        self._store_view()
+        try:
+            path = save_template(self.scene, name)
+        except OSError as exc:
+            self.dialogs.error("Cannot save the template", str(exc))
+            return
+        self.show_message(f"Saved the template {name} ({path.parent}); File ▸ New from Template lists it")
+
     def export_canvas_image(self) -> None:
         path = self.dialogs.save_image_path(str(Path(self.files.current_path or "canvas").with_suffix(".png")))
         if path:

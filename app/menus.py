@@ -47,9 +47,13 @@ def build(window: "MainWindow") -> dict[str, QAction]:
 
     # File
     _action(w, a, "new", "&New", files.new, QKeySequence.New)
-    _action(w, a, "open", "&Open…", files.open, QKeySequence.Open)
+    _action(w, a, "new_from_template", "New from &Template…", window.new_from_template, "Ctrl+Shift+N",
+            "Start from an example or one of your templates (opens a copy)")
+    _action(w, a, "open", "&Open…", files.open, QKeySequence.Open,
+            "Open a workflow, or the workflow embedded in an output image or video")
     _action(w, a, "save", "&Save", files.save, QKeySequence.Save)
     _action(w, a, "save_as", "Save &As…", files.save_as, QKeySequence.SaveAs)
+    _action(w, a, "save_template", "Save as Te&mplate…", window.save_as_template)
     _action(w, a, "export_image", "Export Canvas Image…", window.export_canvas_image)
     _action(w, a, "settings", "Settings…", window.edit_settings, "Ctrl+,")
     _action(w, a, "quit", "&Quit", window.close, QKeySequence.Quit)
@@ -100,11 +104,11 @@ def build(window: "MainWindow") -> dict[str, QAction]:
 
     bar = window.menuBar()
     file_menu = bar.addMenu("&File")
-    for name in ("new", "open"):
+    for name in ("new", "new_from_template", "open"):
         file_menu.addAction(a[name])
     window.recent_menu = file_menu.addMenu("Open &Recent")
     window.recent_menu.aboutToShow.connect(lambda: _fill_recent(window))
-    for name in ("save", "save_as", None, "export_image", None, "settings", None, "quit"):
+    for name in ("save", "save_as", "save_template", None, "export_image", None, "settings", None, "quit"):
         file_menu.addSeparator() if name is None else file_menu.addAction(a[name])
     edit = bar.addMenu("&Edit")
     for name in ("undo", "redo", None, "cut", "copy", "paste", "paste_links", "duplicate", "delete",

@@ -288,3 +288,133 @@ def test_seed_control_on_the_canvas_and_in_the_inspector(tmp_path, make_window, 
     target.write_text(json.dumps(saved))
     other = make_window(registry=canvas_registry)
     assert other.files.open(str(target)) and other.editor.seed_mode(a, "seed") == "randomize"
+
+
+# ---- 7. templates open as copies; File > Open reads outputs --------------------------------------
+
+class _TemplateDialogs(ScriptedDialogs):
+    """Also answers the template browser: picks the entry whose file is named `pick`."""
+
+    def __init__(self, pick: str | None = None, **answers):
+        super().__init__(**answers)
+        self.pick, self.offered = pick, []
+
+    def choose_template(self, entries, registry):
+        self.offered = list(entries)
+        hit = next((e for e in entries if e.path.name == self.pick), None)
+        return str(hit.path) if hit else None
+
+
+def test_new_from_template_opens_a_copy_and_save_asks_where(tmp_path, make_window):
+    example = ROOT / "workflows" / "gradient_blend.json"
+    original = example.read_bytes()
+    target = tmp_path / "mine.json"
+    dialogs = _TemplateDialogs("gradient_blend.json", save_workflow_path=str(target))
+    window = make_window(dialogs=dialogs)
+    window.actions["new_from_template"].trigger()
+    assert {e.path.name for e in dialogs.offered if e.source == "example"} >= {"gradient_blend.json",
+                                                                                "text_to_video.json"}
+    assert window.files.current_path is None and set(window.model.workflow.nodes) == set(
+        json.loads(original)["nodes"])
+    assert window.windowTitle().startswith("Gradient blend (copy)") and not window.isWindowModified()
+    window.editor.set_input(next(iter(window.model.workflow.nodes)), "width", 64)
+    window.actions["save"].trigger()  # no path: Save asks where
+    assert dialogs.kinds().count("save_workflow_path") == 1
+    assert target.exists() and example.read_bytes() == original
+    assert window.files.current_path == str(target.resolve())
+
+
+def test_an_example_opened_by_path_is_never_overwritten(tmp_path, make_window):
+    example = ROOT / "workflows" / "gradient_blend.json"
+    original = example.read_bytes()
+    target = tmp_path / "blend.json"
+    window = make_window(dialogs=ScriptedDialogs(save_workflow_path=[None, str(target)]))
+    assert window.files.open(str(example))
+    window.editor.set_input(next(iter(window.model.workflow.nodes)), "width", 64)
+    assert not window.files.save()  # asked for a new path; cancelled: nothing written
+    assert example.read_bytes() == original and window.isWindowModified()
+    assert window.files.save() and target.exists() and example.read_bytes() == original
+    asked = [text for kind, text in window.dialogs.asked if kind == "save_workflow_path"]
+    assert asked[0] == str(Path.home() / "gradient_blend.json")
+
+
+def test_save_as_template_lists_it_with_its_thumbnail(qtbot, make_window, canvas_registry):
+    from app.templates import TemplateBrowser, list_templates, user_templates_dir
+
+    dialogs = _TemplateDialogs("Noise study.json", text="Noise study", save_discard_cancel="discard")
+    window = make_window(registry=canvas_registry, dialogs=dialogs)
+    window.editor.add_node("NoiseLatent", (0, 0))
+    window.actions["save_template"].trigger()
+    saved = user_templates_dir() / "Noise study.json"
+    assert saved.exists() and saved.with_suffix(".png").exists()
+    entries = list_templates()
+    mine = next(e for e in entries if e.source == "user" and e.path == saved)
+    assert mine.title == "Noise study" and mine.thumbnail == saved.with_suffix(".png")
+    browser = TemplateBrowser(entries, window.registry, window)
+    qtbot.addWidget(browser)
+    examples, users = browser.lists["example"], browser.lists["user"]
+    assert examples.count() == len([e for e in entries if e.source == "example"])
+    assert all(not examples.item(i).icon().isNull() for i in range(examples.count()))
+    assert not users.item(0).icon().isNull() and users.item(0).text() == "Noise study"
+    users.setCurrentRow(0)
+    assert "Noise study" in browser.description.text()
+    window.files.new()
+    window.actions["new_from_template"].trigger()
+    assert window.files.current_path is None and len(window.model.workflow.nodes) == 1
+    assert window.files.display_name() == "Noise study (copy)"
+
+
+def test_the_default_workflow_opens_as_a_copy(make_window):
+    from app.main import open_initial_document
+
+    window = make_window()
+    assert open_initial_document(window, None) == "default"
+    assert window.files.current_path is None and window.model.workflow.nodes
+    assert window.files.display_name() == "text_to_video (copy)"
+
+
+def test_file_open_of_an_output_video_opens_its_workflow(tmp_path, make_window):
+    import torch
+    from engine import media
+    from engine.values import Video
+
+    embedded = json.loads((ROOT / "workflows" / "gradient_blend.json").read_text())
+    clip = tmp_path / "render.mp4"
+    media.write_video(clip, Video(torch.rand(4, 32, 32, 3), fps=8.0), workflow=embedded)
+    dialogs = ScriptedDialogs(open_workflow_path=str(clip))
+    window = make_window(dialogs=dialogs)
+    window.actions["open"].trigger()
+    assert set(window.model.workflow.nodes) == set(embedded["nodes"])
+    assert window.files.current_path is None and window.isWindowModified()
+    assert "error" not in dialogs.kinds() and "warning" not in dialogs.kinds()
+
+
+def test_file_open_of_media_without_a_workflow_says_so(tmp_path, make_window):
+    import torch
+    from engine import media
+
+    plain = tmp_path / "photo.png"
+    media.write_png(plain, torch.rand(8, 8, 3), {})
+    window = make_window(dialogs=ScriptedDialogs(open_workflow_path=str(plain)))
+    before = window.model.workflow.to_json()
+    window.actions["open"].trigger()
+    kinds = window.dialogs.kinds()
+    assert "error" not in kinds and "warning" in kinds
+    text = next(t for k, t in window.dialogs.asked if k == "warning")
+    assert "photo.png carries no Reelgraph or ComfyUI workflow" in text and "codec" not in text
+    assert window.model.workflow.to_json() == before
+
+
+def test_file_open_of_a_comfyui_png_imports_its_workflow(tmp_path, make_window):
+    from PIL import Image, PngImagePlugin
+
+    ui = (ROOT / "tests" / "data" / "comfy" / "wan21_t2v_ui10.json").read_text()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", ui)
+    png = tmp_path / "ComfyUI_00001_.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    window = make_window(dialogs=ScriptedDialogs(open_workflow_path=str(png)))
+    window.actions["open"].trigger()
+    assert window.model.workflow.nodes and window.files.current_path is None
+    assert window.model.workflow.meta.get("comfy_import", {}).get("source") == png.name
+    assert "error" not in window.dialogs.kinds()
