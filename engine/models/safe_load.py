@@ -60,8 +60,9 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     if suffix in PICKLE_SUFFIXES:
         return _load_pickle(path)
     if suffix == ".gguf":  # quantised blocks need a loader that keeps them (engine.models.gguf_weights)
-        raise ModelLoadError(path, "GGUF files load as diffusion models only (LoadDiT, Wan DiTs); "
-                                   "for this model use a .safetensors file")
+        raise ModelLoadError(path, "unsupported file type '.gguf' for this model: GGUF files load "
+                                   "as diffusion models only (LoadDiT, Wan DiTs); use a "
+                                   ".safetensors file")
     raise ModelLoadError(path, f"unsupported file type {suffix or '(no suffix)'!r}; "
                                f"expected .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
 
