@@ -68,8 +68,9 @@ def frame_values(clip: Video, idx: list[int]) -> float:
 
 def test_nodes_register() -> None:
     registry = NodeRegistry()
-    assert registry.register_module(conditioning_nodes) == 3
+    assert registry.register_module(conditioning_nodes) == 4  # + WanImageToVideo
     assert registry.get("VideoCondition") is VideoCondition
+    assert registry.get("WanImageToVideo") is conditioning_nodes.WanImageToVideo
 
 
 def test_image_to_video_knows_the_first_frame(tmp_path: Path) -> None:
