@@ -21,7 +21,7 @@ from typing import Any
 
 import platformdirs
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QIcon, QImage, QPixmap, QUndoStack
+from PySide6.QtGui import QIcon, QImage, QPainter, QPixmap, QUndoStack
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QListWidget, QListWidgetItem,
                                QVBoxLayout, QWidget)
 
@@ -112,17 +112,33 @@ def save_template(scene, name: str, folder: Path | None = None) -> Path:
     return path
 
 
+def fit(image: QImage) -> QImage:
+    """The image scaled into one fixed-size card (twice THUMB for sharp HiDPI icons), centred on
+    the canvas colour, so every cell of the grid has the same picture size and its title shows."""
+    from app import theme
+
+    size = THUMB * 2
+    card = QImage(size, QImage.Format_ARGB32_Premultiplied)
+    card.fill(theme.CANVAS_BG)
+    scaled = image.scaled(size, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    painter = QPainter(card)
+    painter.drawImage((size.width() - scaled.width()) // 2, (size.height() - scaled.height()) // 2, scaled)
+    painter.end()
+    return card
+
+
 def thumbnail(entry: TemplateEntry, registry) -> QImage | None:
-    """The entry's picture: a user template's saved PNG, else its canvas rendered (cached)."""
+    """The entry's picture on a fixed-size card: a user template's saved PNG, else its canvas
+    rendered (cached)."""
     if entry.thumbnail is not None:
         image = QImage(str(entry.thumbnail))
-        return None if image.isNull() else image
+        return None if image.isNull() else fit(image)
     try:
         stat = entry.path.stat()
     except OSError:
         return None
     key = hashlib.sha1(f"{entry.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cached = _thumb_cache_dir() / f"{entry.path.stem}-{key}.png"
+    cached = _thumb_cache_dir() / f"{entry.path.stem}-{key}-v2.png"
     if cached.is_file():
         image = QImage(str(cached))
         if not image.isNull():
@@ -149,8 +165,7 @@ def _render(path: Path, registry) -> QImage | None:
     except WorkflowError:
         return None
     scene = GraphScene(GraphModel(registry, workflow), QUndoStack())
-    image = render_scene_image(scene, max_side=THUMB.width() * 3)
-    return image.scaled(THUMB * 2, Qt.KeepAspectRatio, Qt.SmoothTransformation)
+    return fit(render_scene_image(scene, max_side=THUMB.width() * 3))
 
 
 class TemplateBrowser(QDialog):
