@@ -75,6 +75,9 @@ NUM_TRAIN_TIMESTEPS = 1000  # model timestep = 1000 * sigma (Wan and every diffu
 END_STEP = 10000  # end_step at or above this (or -1) means "to the end", as ComfyUI's default
 BOUNDARY_T2V, BOUNDARY_I2V = 0.875, 0.9  # Wan 2.2 A14B boundary_ratio (diffusers' model configs)
 _MASK64 = 2**64 - 1
+# UniPC-bh1's B(h) = h is infinite on a step to sigma 0 (NaN in diffusers); its last step stops
+# here instead, as ComfyUI's uni_pc stops at 0.001 (the latent keeps 1e-4 of noise, invisible)
+BH1_LAST_SIGMA = 1e-4
 
 ProgressFn = Callable[[int, int, torch.Tensor], None]
 
@@ -250,7 +253,7 @@ def _scheduler_on(sampler: str, sigmas: torch.Tensor) -> Any:
     elif sampler in ("unipc", "uni_pc", "uni_pc_bh2"):
         if sampler != "unipc":  # ComfyUI's order: min(3, steps - 1), at least 1
             sched.register_to_config(solver_order=max(1, min(3, n - 1)))
-        sched.set_timesteps(sigmas=head.tolist(), device="cpu")
+        sched.set_timesteps(sigmas=head.copy(), device="cpu")  # UniPC wants an array
     elif sampler == "dpmpp_2m":
         # diffusers' DPM-Solver takes no sigma list: set the count, then its list. A first sigma of
         # 1 (alpha 0) would make log-SNR infinite; nudged down as diffusers' UniPC does
@@ -262,6 +265,12 @@ def _scheduler_on(sampler: str, sigmas: torch.Tensor) -> Any:
         sched.timesteps = torch.from_numpy(head * NUM_TRAIN_TIMESTEPS).to(torch.int64)
     else:
         raise _unknown_sampler(sampler)
+    return _bh1_last_step(sched)
+
+
+def _bh1_last_step(sched: Any) -> Any:
+    if getattr(sched.config, "solver_type", None) == "bh1" and float(sched.sigmas[-1]) == 0.0:
+        sched.sigmas[-1] = BH1_LAST_SIGMA
     return sched
 
 
@@ -400,6 +409,7 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
     if scheduler == "default" and (leftover or end == total):
         sched_obj = make_scheduler(sampler, shift)  # exactly the diffusers set-up older graphs ran
         sched_obj.set_timesteps(total, device="cpu")
+        _bh1_last_step(sched_obj)
     else:
         # a range that stops early without leftover noise takes its last step to 0 (ComfyUI)
         run_sigmas = full if leftover or end == total else torch.cat([full[:end], full.new_zeros(1)])
@@ -465,7 +475,7 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
                               "start_step": start, "end_step": end, "add_noise": bool(add_noise)}
     if model_low_noise is not None:
         record.update(boundary=boundary, cfg_low_noise=cfg_low)
-    meta.update(sigma=float(sigmas[-1]) if leftover else 0.0, sampling=record)
+    meta.update(sigma=float(sigmas[-1]) if leftover else 0.0, sampling=record)  # bh1's 1e-4 is 0
     return Latent(samples=x, frame_mask=latent.frame_mask, known=latent.known, fps=latent.fps,
                   meta=meta, channel_cond=latent.channel_cond)
 

@@ -16,7 +16,7 @@ from engine.context import ExecutionContext, InterruptFlag
 from engine.errors import Interrupted, NodeError
 from engine.models.interfaces import LatentGrid
 from engine.noise import init_noise, seeded_noise
-from engine.sampling import (latent_preview, make_schedule, make_scheduler, sample,
+from engine.sampling import (latent_preview, make_schedule, make_scheduler, sample, schedule_sigmas,
                              uses_frame_timesteps)
 from engine.values import Conditioning, Latent
 from nodes.sampling import DiTDenoise
@@ -319,3 +319,235 @@ def test_which_models_take_per_frame_timesteps() -> None:
     assert not uses_frame_timesteps(SimpleNamespace(variant="ti2v", frame_timesteps=False))
     assert uses_frame_timesteps(SimpleNamespace(frame_timesteps=True))
     assert not uses_frame_timesteps(SimpleNamespace())
+
+
+# ---- ComfyUI schedulers, written here from ComfyUI's definitions ---------------------------------
+# ComfyUI's flow models (ModelSamplingDiscreteFlow + ModelSamplingSD3 shift) keep a table
+# sigma_i = shift(i / 1000), i = 1..1000, with shift(t) = s t / (1 + (s - 1) t); sigma_max = 1.
+
+def comfy_table(shift: float) -> np.ndarray:
+    t = np.arange(1, 1001) / 1000.0
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def comfy_simple(steps: int, shift: float) -> list[float]:
+    # every (1000 / steps)-th table entry counted from the top, then 0
+    table = comfy_table(shift)
+    return [table[len(table) - 1 - int(i * len(table) / steps)] for i in range(steps)] + [0.0]
+
+
+def comfy_normal(steps: int, shift: float) -> list[float]:
+    # timesteps evenly from timestep(sigma_max) to timestep(sigma_min), each mapped by sigma(t)
+    # (which shifts again), then 0
+    table = comfy_table(shift)
+    sig = lambda t: shift * (t / 1000) / (1 + (shift - 1) * (t / 1000))  # noqa: E731
+    return [sig(t) for t in np.linspace(1000 * table[-1], 1000 * table[0], steps)] + [0.0]
+
+
+def comfy_beta(steps: int, shift: float) -> list[float]:
+    # table entries at the Beta(0.6, 0.6) quantiles of 1 - i/steps, consecutive repeats dropped
+    stats = pytest.importorskip("scipy.stats")
+    table = comfy_table(shift)
+    idx = np.rint(stats.beta.ppf(1 - np.linspace(0, 1, steps, endpoint=False), 0.6, 0.6) * 999)
+    keep = [int(t) for k, t in enumerate(idx) if k == 0 or t != idx[k - 1]]
+    return [table[i] for i in keep] + [0.0]
+
+
+@pytest.mark.parametrize("steps, shift", [(4, 8.0), (10, 5.0), (30, 3.0), (7, 1.0)])
+@pytest.mark.parametrize("name, formula", [("simple", comfy_simple), ("normal", comfy_normal),
+                                           ("beta", comfy_beta)])
+def test_comfy_schedulers_match_their_definitions(name, formula, steps: int, shift: float) -> None:
+    ours = schedule_sigmas(name, steps, shift)
+    np.testing.assert_allclose(ours.numpy(), np.array(formula(steps, shift), dtype=np.float32),
+                               rtol=1e-6, atol=1e-7)
+    assert float(ours[0]) == pytest.approx(1.0) and float(ours[-1]) == 0.0
+    # and the loop feeds the model those sigmas as timesteps (euler: float timesteps)
+    model = Recorder(lambda x, t, c: torch.zeros_like(x))
+    sample(model, noise_latent(), cond(), steps=steps, cfg=1.0, shift=shift, sampler="euler",
+           scheduler=name)
+    used = torch.stack([c["timestep"][0] for c in model.calls])
+    np.testing.assert_allclose(used.numpy(), 1000 * ours[:-1].numpy(), rtol=1e-6)
+
+
+def test_default_scheduler_keeps_older_graphs_schedule() -> None:
+    for sampler in ("unipc", "euler"):
+        ref = make_schedule(make_scheduler(sampler, 5.0), 12)
+        assert torch.equal(schedule_sigmas("default", 12, 5.0, sampler), ref.sigmas)
+
+
+# ---- samplers against diffusers and against their formulas ---------------------------------------
+
+def bent(x, t, c):
+    """A smooth field that is not a straight path, so solvers of different order differ."""
+    return torch.tanh(x) * 1.5 - 0.3 * x + 0.2
+
+
+@pytest.mark.parametrize("sampler, solver_type", [("uni_pc", "bh1"), ("uni_pc_bh2", "bh2")])
+def test_comfy_uni_pc_is_diffusers_unipc_of_that_variant(sampler: str, solver_type: str) -> None:
+    steps, shift = 8, 5.0
+    latent = noise_latent()
+    out = sample(Recorder(bent), latent, cond(), steps=steps, cfg=1.0, shift=shift,
+                 sampler=sampler, scheduler="simple").samples
+    ref = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                  flow_shift=1.0, solver_order=3, solver_type=solver_type)
+    ref.set_timesteps(sigmas=np.array(comfy_simple(steps, shift)[:-1]))
+    if solver_type == "bh1":  # B(h) = h is infinite on a step to 0: stop just above, as ComfyUI
+        ref.sigmas[-1] = 1e-4
+    x = latent.samples.clone()
+    for t in ref.timesteps:
+        x = ref.step(bent(x, t, None), t, x, return_dict=False)[0]
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-6)
+    other = "uni_pc_bh2" if sampler == "uni_pc" else "uni_pc"
+    assert not torch.allclose(out, sample(Recorder(bent), latent, cond(), steps=steps, cfg=1.0,
+                                          shift=shift, sampler=other, scheduler="simple").samples)
+
+
+def test_dpmpp_2m_is_dpm_solver_pp_2m_in_flow_form() -> None:
+    steps, shift = 7, 3.0
+    latent = noise_latent()
+    out = sample(Recorder(bent), latent, cond(), steps=steps, cfg=1.0, shift=shift,
+                 sampler="dpmpp_2m", scheduler="normal").samples
+    # DPM-Solver++(2M) on x = alpha x0 + sigma n with alpha = 1 - sigma, lambda = log(alpha/sigma):
+    # first-order on the first step and on the last (to 0), the 2M correction otherwise
+    sig = torch.tensor(comfy_normal(steps, shift), dtype=torch.float64)
+    x, prev, h_prev = latent.samples.double(), None, None
+    lam = lambda s: torch.log((1 - s) / s)  # noqa: E731
+    for i in range(steps):
+        s, s_next = sig[i].clamp(max=1 - 1e-6), sig[i + 1]
+        d = x - s * bent(x.float(), None, None).double()  # x0 prediction
+        if s_next == 0:
+            x = d
+            break
+        h = lam(s_next) - lam(s)
+        dd = d if prev is None else d + (d - prev) / (2 * (h_prev / h))
+        x = (s_next / s) * x - (1 - s_next) * torch.expm1(-h) * dd
+        prev, h_prev = d, h
+    torch.testing.assert_close(out, x.float(), rtol=0, atol=1e-4)
+
+
+def test_lcm_four_steps_lands_on_the_target_and_its_noise_follows_the_seed() -> None:
+    latent = noise_latent()
+    target = torch.randn(latent.shape, generator=torch.Generator().manual_seed(8))
+    model = Recorder(point_mass(target))
+    out = sample(model, latent, cond(), steps=4, cfg=1.0, shift=5.0, sampler="lcm",
+                 scheduler="simple", seed=1)
+    assert len(model.calls) == 4 and torch.isfinite(out.samples).all()
+    torch.testing.assert_close(out.samples, target, atol=1e-5, rtol=0)
+    # x0 = x - s v, then re-noised to the next sigma with noise from the seed: the model's second
+    # input is (1 - s1) * x0 + s1 * noise, different for another DiT seed
+    ins = {}
+    for seed in (1, 2):
+        rec = Recorder(bent)
+        res = sample(rec, latent, cond(), steps=4, cfg=1.0, shift=5.0, sampler="lcm",
+                     scheduler="simple", seed=seed, add_noise=False)
+        assert torch.isfinite(res.samples).all()
+        ins[seed] = rec.calls[1]["x"]
+        s0, s1 = schedule_sigmas("simple", 4, 5.0)[:2]
+        x0 = latent.samples - s0 * bent(latent.samples, None, None)
+        assert float(((ins[seed] - (1 - s1) * x0) / s1).std()) == pytest.approx(1.0, abs=0.3)
+    assert not torch.allclose(ins[1], ins[2])
+
+
+# ---- the seed ------------------------------------------------------------------------------------
+
+def final(latent: Latent, seed: int, sampler: str = "euler", **kw) -> torch.Tensor:
+    return sample(Recorder(bent), latent, cond(), steps=4, cfg=1.0, shift=3.0, sampler=sampler,
+                  seed=seed, **kw).samples
+
+
+def test_dit_seed_changes_text_to_video_and_zero_keeps_noise_init_noise() -> None:
+    latent = noise_latent(seed=5)
+    model = Recorder(bent)
+    sample(model, latent, cond(), steps=4, cfg=1.0, shift=3.0, sampler="euler", seed=0)
+    assert torch.equal(model.calls[0]["x"], latent.samples)  # seed 0: older graphs unchanged
+    outs = [final(latent, s) for s in (0, 1, 2, 3)]
+    for i in range(4):
+        for j in range(i):
+            assert not torch.allclose(outs[i], outs[j]), (i, j)
+    # NoiseInit's seed still matters under any DiT seed, and each re-draw is unit noise
+    assert not torch.allclose(final(noise_latent(seed=6), 1), outs[1])
+    model = Recorder(bent)
+    sample(model, latent, cond(), steps=4, cfg=1.0, shift=3.0, sampler="euler", seed=9)
+    assert float(model.calls[0]["x"].std()) == pytest.approx(1.0, abs=0.2)
+    # add_noise off: the latent's own noise is used whatever the DiT seed
+    assert torch.equal(final(latent, 1, add_noise=False), final(latent, 2, add_noise=False))
+    assert torch.equal(final(latent, 1, add_noise=False), outs[0])
+
+
+def test_batch_item_equals_a_single_run_with_its_noise_seed_under_a_dit_seed() -> None:
+    batch = init_noise(16, 16, 9, 3, seed=10, grid=GRID)
+    together = final(batch, 4)
+    for k in range(3):
+        torch.testing.assert_close(together[k:k + 1], final(noise_latent(seed=10 + k), 4),
+                                   rtol=0, atol=1e-6)
+
+
+# ---- step ranges -----------------------------------------------------------------------------------
+
+def test_range_without_leftover_noise_finishes_with_a_jump_to_zero() -> None:
+    target = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    model = Recorder(point_mass(target))
+    out = sample(model, noise_latent(), cond(), steps=10, cfg=1.0, shift=3.0, sampler="euler",
+                 scheduler="simple", end_step=4)
+    assert len(model.calls) == 4 and out.meta["sigma"] == 0.0
+    torch.testing.assert_close(out.samples, target, atol=1e-5, rtol=0)
+    left = sample(Recorder(point_mass(target)), noise_latent(), cond(), steps=10, cfg=1.0,
+                  shift=3.0, sampler="euler", scheduler="simple", end_step=4,
+                  return_with_leftover_noise=True)
+    assert left.meta["sigma"] == pytest.approx(float(schedule_sigmas("simple", 10, 3.0)[4]))
+    assert left.meta["sampling"]["end_step"] == 4
+
+
+@pytest.mark.parametrize("sampler", ["unipc", "uni_pc", "dpmpp_2m", "euler", "lcm"])
+def test_every_sampler_chains_over_a_split_and_ends_clean(sampler: str) -> None:
+    latent = noise_latent()
+    args = dict(steps=6, cfg=1.0, shift=5.0, sampler=sampler, scheduler="simple", seed=2)
+    first = sample(Recorder(bent), latent, cond(), end_step=2, return_with_leftover_noise=True,
+                   **args)
+    second = sample(Recorder(bent), first, cond(), start_step=2, add_noise=False, **args)
+    one = sample(Recorder(bent), latent, cond(), **args)
+    assert torch.isfinite(second.samples).all() and second.meta["sigma"] == 0.0
+    # single-step samplers chain exactly; multistep ones restart their history (as ComfyUI)
+    tol = 1e-6 if sampler in ("euler", "lcm") else 0.5
+    torch.testing.assert_close(second.samples, one.samples, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("kw, input_name, words", [
+    (dict(start_step=8), "start_step", "past the end"),
+    (dict(start_step=3, end_step=3), "start_step", "not before end_step"),
+    (dict(end_step=0), "end_step", "not before end_step"),
+    (dict(end_step=12), "end_step", "past the end"),
+    (dict(sampler="dpm_fast"), "sampler", "unknown sampler"),
+    (dict(scheduler="karras"), "scheduler", "unknown scheduler"),
+    (dict(start_step=2), "start_step", "pure noise"),
+    (dict(cfg_low_noise=-2.0), "cfg_low_noise", ">= 0"),
+])
+def test_bad_sampling_input_names_the_input(kw: dict, input_name: str, words: str) -> None:
+    args = dict(steps=8, cfg=1.0, shift=3.0, sampler="euler")
+    args.update(kw)
+    with pytest.raises(NodeError, match=words) as err:
+        sample(Recorder(bent), noise_latent(), cond(), **args)
+    assert err.value.input == input_name
+
+
+def test_continuing_a_latent_needs_matching_settings_and_add_noise_off() -> None:
+    args = dict(steps=8, cfg=1.0, shift=3.0, sampler="euler", scheduler="simple")
+    left = sample(Recorder(bent), noise_latent(), cond(), end_step=3,
+                  return_with_leftover_noise=True, **args)
+    with pytest.raises(NodeError, match="set add_noise off") as err:
+        sample(Recorder(bent), left, cond(), start_step=3, **args)
+    assert err.value.input == "add_noise"
+    with pytest.raises(NodeError, match="same steps, shift") as err:
+        sample(Recorder(bent), left, cond(), start_step=4, add_noise=False, **args)
+    assert err.value.input == "start_step"
+    clean = Latent(samples=torch.zeros(1, 4, 3, 2, 2))
+    with pytest.raises(NodeError, match="latent is clean") as err:
+        sample(Recorder(bent), clean, cond(), start_step=3, add_noise=False, **args)
+    assert err.value.input == "add_noise"
+
+
+def test_unknown_sampler_or_scheduler_fails_validation_naming_the_input(registry) -> None:
+    spec = registry.get("DiTDenoise").spec
+    assert spec.input("sampler").check_value("dpm_fast") is not None
+    assert spec.input("scheduler").check_value("karras") is not None
+    assert spec.input("scheduler").default == "default" and spec.input("sampler").default == "unipc"
