@@ -22,7 +22,6 @@ What is aligned, and how:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -425,3 +424,22 @@ def test_example_workflow_writes_an_mp4_with_the_right_frames(name, frames, regi
     size = {n.type: n.inputs for n in workflow.nodes.values()}["WanImageToVideo"]
     assert len(decoded) == frames
     assert decoded[0].shape == (size["height"], size["width"], 3)
+
+
+def test_clip_vision_output_and_image_channel_latent_spill_to_disk(loaded):
+    from engine.image_channels import wan_image_to_video
+    from engine.values import flatten, unflatten
+
+    image = as_tensor(picture(1))[:, ::7, ::7]
+    clip = loaded["clip"].encode(image)
+    pos, _ = text()
+    cond = Conditioning(embeds=pos, mask=torch.ones(1, TEXT_LEN, dtype=torch.long))
+    cond, latent = wan_image_to_video(loaded["vae"], cond, width=32, height=32, frames=5, batch=1,
+                                      seed=0, start_image=image, clip_vision_start=clip)
+    for value in (clip, cond, latent):
+        tensors: dict = {}
+        back = unflatten(flatten(value, "v", tensors), tensors)
+        assert type(back) is type(value)
+        for f in dataclasses.fields(value):
+            a, b = getattr(value, f.name), getattr(back, f.name)
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f.name
