@@ -73,8 +73,7 @@ def paint_socket(painter: QPainter, slot: SocketSlot, connected: bool, highlight
     else:
         painter.setBrush(QBrush(theme.NODE_BG))
         painter.setPen(QPen(color, 2.0))
-    if slot.type_name in ("DIT", "VAE", "TEXT_ENCODER", "INTERPOLATOR", "LLM"):
-        # models are diamonds, data are circles: a shape cue that does not rely on colour alone
+    if slot.type_name in theme.MODEL_SOCKETS:
         painter.save()
         painter.translate(slot.pos)
         painter.rotate(45)

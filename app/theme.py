@@ -65,7 +65,11 @@ SOCKET_COLORS = {
     "IMAGE": "#64b5f6", "VIDEO": "#4dd0e1", "MASK": "#81c784", "DIT": "#b39ddb", "VAE": "#ff6e6e",
     "TEXT_ENCODER": "#ffd500", "INTERPOLATOR": "#f48fb1", "LLM": "#ce93d8", "INT": "#29b6f6",
     "FLOAT": "#26a69a", "BOOL": "#90a4ae", "TENSOR": "#a1887f", "ANY": "#bdbdbd",
+    "CLIP_VISION": "#a8dadc", "CLIP_VISION_OUTPUT": "#ad7452",
 }
+# Sockets that carry a loaded model: drawn as diamonds (data sockets are circles), a shape cue
+# that does not rely on colour alone.
+MODEL_SOCKETS = frozenset({"DIT", "VAE", "TEXT_ENCODER", "INTERPOLATOR", "LLM", "CLIP_VISION"})
 
 CATEGORY_COLORS = {
     "loaders": "#6a4c93", "models": "#6a4c93", "text": "#3d7a4a", "conditioning": "#8a5a1e",

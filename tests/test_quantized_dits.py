@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.devices import DTypePolicy
+from engine.dtypes import DTypePolicy
 from engine.models.gguf_weights import GGUFLinear
 from engine.models.quantized import ScaledFP8Linear
 from engine.models.safe_load import ModelLoadError, read_shapes

@@ -536,3 +536,11 @@ def test_tidy_up_removes_overlaps_in_dependency_columns(make_window, canvas_regi
     assert model.pos_of(p)[1] < model.pos_of(n)[1]  # the previous vertical order is kept
     window.undo_stack.undo()
     assert [model.pos_of(i) for i in ids] == [(0.0, i * 40.0) for i in range(4)]
+
+
+def test_every_socket_type_has_its_own_colour():
+    from engine.sockets import SocketType
+
+    missing = [t.value for t in SocketType if t.value not in theme.SOCKET_COLORS]
+    assert not missing, f"add a colour to app/theme.py SOCKET_COLORS for {missing}"
+    assert theme.MODEL_SOCKETS <= set(theme.SOCKET_COLORS)

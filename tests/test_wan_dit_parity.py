@@ -10,7 +10,8 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-from engine.devices import DTypePolicy, dtype_policy, pick_device
+from engine.devices import pick_device
+from engine.dtypes import DTypePolicy, dtype_policy
 from engine.errors import NodeError
 from engine.models.detect import detect_wan_dit, guess_arch
 from engine.models.interfaces import DiffusionModel

@@ -35,7 +35,8 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from engine.devices import DTypePolicy, dtype_policy, on_device, pick_device
+from engine.devices import on_device, pick_device
+from engine.dtypes import DTypePolicy, dtype_policy
 from engine.errors import NodeError
 from engine.models.interfaces import ModelInfo
 from engine.models.safe_load import (ModelLoadError, file_sha256, load_state_dict, read_metadata,

@@ -17,7 +17,7 @@ Two ways to use such weights (engine.models.wan_dit picks by the dtype choice):
   and its scale, upcast per call, so a 14B fp8 model stays at about one byte per parameter.
 
 Quantised layers (this module's and engine.models.gguf_weights') set `quantized_weights = True`;
-engine.devices.apply_dtype_policy leaves their weights alone, and `dequantized_weight(dtype)` gives
+engine.dtypes.apply_dtype_policy leaves their weights alone, and `dequantized_weight(dtype)` gives
 the real weight for code that needs it (e.g. merging a LoRA difference).
 """
 
@@ -199,7 +199,7 @@ def keep_fp8_linears(module: torch.nn.Module, scales: Mapping[str, torch.Tensor]
     """After loading float8 tensors into `module` as stored: swap each nn.Linear whose weight is
     float8 for a ScaledFP8Linear holding it and its scale (`scales` keyed by parameter name), except
     under the module names in `skip`; every other float8 or scaled parameter is dequantised to
-    float32 in place (engine.devices.apply_dtype_policy then casts it). Returns the layers kept."""
+    float32 in place (engine.dtypes.apply_dtype_policy then casts it). Returns the layers kept."""
     kept = 0
     for name, layer in list(module.named_modules()):
         if type(layer) is not torch.nn.Linear or not is_fp8(layer.weight):

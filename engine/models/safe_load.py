@@ -10,7 +10,7 @@ Invariants:
   there is no unsafe fallback, whatever the caller asks. A file that is neither a zip archive
   (torch.save) nor a pickle is refused before torch reads it.
 - Every failure is a `ModelLoadError` naming the file, what is wrong with it and what to do.
-- Tensors come back on the CPU; devices and dtypes are the loader's business (engine.devices).
+- Tensors come back on the CPU; devices and dtypes are the loader's business (engine.devices, engine.dtypes).
 """
 
 from __future__ import annotations

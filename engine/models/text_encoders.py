@@ -36,7 +36,8 @@ from typing import Any, Protocol
 import torch
 
 from engine.choices import TEXT_ENCODER_DTYPE_CHOICES as DTYPE_CHOICES
-from engine.devices import on_device, pick_device, dtype_policy
+from engine.devices import on_device, pick_device
+from engine.dtypes import dtype_policy
 from engine.models.config_checks import (HF_TEXT_BOUNDS, check_hf_text_config, check_int,
                                          check_matches)
 from engine.models.interfaces import ModelInfo
@@ -199,7 +200,7 @@ def mean_pool(embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
-    """The compute dtype: engine.devices' policy for text encoders (fp32 on the CPU, bf16 on CUDA
+    """The compute dtype: engine.dtypes' policy for text encoders (fp32 on the CPU, bf16 on CUDA
     where supported, as Wan runs its T5). fp8 storage is a diffusers feature, not offered here."""
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from engine.devices import DTypePolicy, apply_dtype_policy, dtype_policy, on_device, pick_device
+from engine.devices import on_device, pick_device
+from engine.dtypes import DTypePolicy, apply_dtype_policy, dtype_policy
 from engine.errors import NodeError
 from engine.models.detect import Detection, detect_wan_vae
 from engine.models.interfaces import LatentGrid, ModelInfo, model_label, non_finite, non_finite_fix
