@@ -158,6 +158,7 @@ class DiTDenoise(NodeType):
 
         def progress(step: int, total: int, x0: torch.Tensor) -> None:
             frame = latent_preview(x0[0, :, x0.shape[2] // 2])  # (H', W', 3)
+            from engine.previews import clip_preview; frame = clip_preview(x0[0])  # noqa: E702 - issue 18: whole clip (T', H', W', 3), per-family latent->RGB
             ctx.progress(step / total, f"step {step}/{total}", frame.unsqueeze(0))
 
         out = sample(model, latent, conditioning, steps=steps, cfg=cfg, shift=shift,
