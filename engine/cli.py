@@ -75,6 +75,16 @@ def add_commands(sub: Any) -> None:
     imp.add_argument("--node-pack", action="append", default=[], type=Path)
     imp.set_defaults(handler=cmd_import)
 
+    exp = sub.add_parser("export-comfy", help="write a Reelgraph workflow as a ComfyUI API prompt "
+                         "(what ComfyUI's /prompt accepts)",
+                         description="Export a Reelgraph workflow as a ComfyUI API prompt. Exit 0 when "
+                         "every node mapped, 1 when some were left out (listed), 2 when the workflow "
+                         "cannot be read or exported.")
+    exp.add_argument("workflow", type=Path, help="a Reelgraph workflow file, or the name of a bundled example")
+    exp.add_argument("out", type=Path, help="the API prompt to write (.json)")
+    exp.add_argument("--node-pack", action="append", default=[], type=Path)
+    exp.set_defaults(handler=cmd_export_comfy)
+
     batch = sub.add_parser("batch", help="run a workflow once per row of a job matrix (resumable)",
                            description="Run a workflow once per row of a job matrix (prompt x seed "
                            "x parameter); resumable: re-running skips the jobs already done.")
@@ -253,6 +263,38 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         print(result.report.to_text())
         print(f"wrote {args.out}")
+    return result.exit_code
+
+
+def cmd_export_comfy(args: argparse.Namespace) -> int:
+    from engine import bundle
+    from engine.atomic_files import atomic_write_text
+    from engine.comfy.export import ComfyExportError, export_comfy
+    from engine.document import load_workflow
+    from engine.registry import default_registry
+
+    settings = load_settings_or_warn()
+    registry = default_registry([*settings.node_packs, *map(str, args.node_pack)])
+    try:
+        workflow = load_workflow(bundle.find_workflow(args.workflow))
+        result = export_comfy(workflow, registry)
+    except WorkflowError as exc:
+        print_problems(exc, str(args.workflow))
+        return EXIT_INVALID
+    except ComfyExportError as exc:
+        print(f"{args.workflow}: cannot export to ComfyUI ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        atomic_write_text(args.out, json.dumps(result.prompt, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        print(f"{args.out}: cannot write the prompt: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.workflow}: {result.report.summary_line()}")
+    for line in result.report.lines():
+        print(f"  {line}")
+    print(f"wrote {args.out}")
     return result.exit_code
 
 

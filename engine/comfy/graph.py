@@ -48,6 +48,7 @@ class CNode:
     known_widgets: bool = True
     output_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reelgraph: Any = None  # `_meta.reelgraph` of an API prompt written by export-comfy
 
     def output_name(self, slot: int) -> str:
         names = self.output_names or list(OUTPUTS.get(self.type, ()))
@@ -101,6 +102,8 @@ def parse_api(data: dict[str, Any], source: str | None = None) -> CGraph:
         meta = nj.get("_meta")
         if isinstance(meta, dict) and isinstance(meta.get("title"), str):
             node.title = meta["title"]
+        if isinstance(meta, dict) and isinstance(meta.get("reelgraph"), dict):
+            node.reelgraph = meta["reelgraph"]
         for name, value in inputs.items():
             if _is_api_link(value):
                 node.links[name] = Ref(str(value[0]), int(value[1]))

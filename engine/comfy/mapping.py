@@ -78,8 +78,30 @@ class Mapper:
                 self._unfolded(node)
         self._fps()
         self._links()
+        self._restore()
         self._layout()
         return self.wf
+
+    def _restore(self) -> None:
+        """Values Reelgraph's export-comfy kept in `_meta.reelgraph` (ComfyUI has no place for
+        them) go back onto the node they came from, when it is still of that type and unlinked."""
+        for n in self.g.nodes.values():
+            kept = n.reelgraph if isinstance(n.reelgraph, dict) else None
+            if not kept or not isinstance(kept.get("inputs"), dict):
+                continue
+            for nid in self.report.mapped.get(n.id, []):
+                node = self.wf.nodes.get(nid)
+                if node is None or node.type != kept.get("type"):
+                    continue
+                linked = self.wf.links_into(nid)
+                spec = self._spec(node.type)
+                names = [k for k in kept["inputs"] if isinstance(k, str) and k not in linked
+                         and spec is not None and spec.input(k) is not None]
+                for name in names:
+                    self.set(nid, name, kept["inputs"][name], n)
+                if names:
+                    self.report.add("info", n.id, n.type, "Reelgraph values restored from "
+                                    f"_meta.reelgraph: {', '.join(names)}", nid)
 
     def _map(self, n: CNode) -> None:
         handler = getattr(self, f"_map_{n.type}", None)
@@ -219,6 +241,8 @@ class Mapper:
         self.set(nid, "dtype", ours, n)
         self._outputs(n, nid, "model")
 
+    _map_UnetLoaderGGUF = _map_UNETLoader  # ComfyUI-GGUF's loader: LoadDiT reads .gguf itself
+
     def _map_CLIPLoader(self, n: CNode) -> None:  # noqa: N802
         nid = self._new("LoadTextEncoder", n, {"model": self._model_name(n, "clip_name", "text_encoders")})
         if n.values.get("type", "wan") not in ("wan", None):
@@ -323,14 +347,14 @@ class Mapper:
         steps = self.val(n, "steps", 20)
         start = self.val(n, "start_at_step", 0)
         end = self.val(n, "end_at_step", 10000)
-        if isinstance(end, int) and isinstance(steps, int) and end > steps:
-            end = steps  # ComfyUI's 10000 means "to the last step"
+        # ComfyUI's 10000 means "to the last step", as DiTDenoise's: kept as written
+        last = steps if isinstance(end, int) and isinstance(steps, int) and end > steps else end
         add_noise = self.val(n, "add_noise", "enable")
         leftover = self.val(n, "return_with_leftover_noise", "disable")
         wanted = {"start_step": start, "end_step": end,
                   "add_noise": add_noise == "enable" if isinstance(add_noise, str) else add_noise,
                   "return_with_leftover_noise": leftover == "enable" if isinstance(leftover, str) else leftover}
-        full = start in (0, None) and (not isinstance(steps, int) or end == steps)
+        full = start in (0, None) and (not isinstance(steps, int) or last == steps)
         missing = []
         for name, value in wanted.items():
             if spec is not None and spec.input(name) is not None:
@@ -338,7 +362,7 @@ class Mapper:
             else:
                 missing.append(name)
         if missing and not full:
-            self.report.add("warning", n.id, n.type, f"steps {start}-{end} of {steps}: this "
+            self.report.add("warning", n.id, n.type, f"steps {start}-{last} of {steps}: this "
                             f"DiTDenoise has no {', '.join(missing)} input(s); it would run all steps", nid)
 
     def _shift(self, n: CNode, ref: Ref) -> Any:
@@ -560,6 +584,17 @@ class Mapper:
         if self.val(n, "batch_size", 1) not in (1, None):
             self.report.add("warning", n.id, n.type, "batch_size > 1 is not supported by "
                             "ImageToVideo; one video is made", nid)
+
+    def _map_GetVideoComponents(self, n: CNode) -> None:  # noqa: N802
+        # a Reelgraph VIDEO is its frames plus fps: the images output is the video itself
+        if "video" in n.links:
+            self.alias[(n.id, 0)] = n.links["video"]
+            self.alias[(n.id, 2)] = n.links["video"]
+        self.folded.add(n.id)
+        if self.consumers.get((n.id, 1)):
+            self.report.add("warning", n.id, n.type, "audio is not carried: Reelgraph videos have "
+                            "no sound track")
+        self.report.add("info", n.id, n.type, "removed (a Reelgraph VIDEO carries its frames and fps)")
 
     def _map_CreateVideo(self, n: CNode) -> None:  # noqa: N802
         if "images" in n.links:

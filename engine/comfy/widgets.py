@@ -37,6 +37,7 @@ _SIZE4 = _w("width", "height", "length", "batch_size")
 # link-only inputs such as model or clip).
 WIDGET_ORDER: dict[str, tuple[W, ...]] = {
     "UNETLoader": _w("unet_name", "weight_dtype"),
+    "UnetLoaderGGUF": _w("unet_name"),  # ComfyUI-GGUF (custom node)
     "CLIPLoader": _w("clip_name", "type", "device"),
     "VAELoader": _w("vae_name"),
     "CLIPVisionLoader": _w("clip_name"),
@@ -72,12 +73,13 @@ WIDGET_ORDER: dict[str, tuple[W, ...]] = {
     "PrimitiveBoolean": _w("value"),
     "Note": _w("text"),
     "MarkdownNote": _w("text"),
+    "GetVideoComponents": (),
     "Reroute": (),
 }
 
 # Output names per ComfyUI node type, by slot (API prompts name outputs only by index).
 OUTPUTS: dict[str, tuple[str, ...]] = {
-    "UNETLoader": ("MODEL",), "CLIPLoader": ("CLIP",), "VAELoader": ("VAE",),
+    "UNETLoader": ("MODEL",), "UnetLoaderGGUF": ("MODEL",), "CLIPLoader": ("CLIP",), "VAELoader": ("VAE",),
     "CLIPVisionLoader": ("CLIP_VISION",), "CLIPVisionEncode": ("CLIP_VISION_OUTPUT",),
     "LoraLoader": ("MODEL", "CLIP"), "LoraLoaderModelOnly": ("MODEL",),
     "CLIPTextEncode": ("CONDITIONING",), "EmptyHunyuanLatentVideo": ("LATENT",),
@@ -86,7 +88,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "VAEEncode": ("LATENT",), "WanImageToVideo": ("positive", "negative", "latent"),
     "WanFirstLastFrameToVideo": ("positive", "negative", "latent"),
     "Wan22ImageToVideoLatent": ("LATENT",), "CreateVideo": ("VIDEO",), "LoadImage": ("IMAGE", "MASK"),
-    "LoadVideo": ("VIDEO",), "PrimitiveInt": ("INT",), "PrimitiveFloat": ("FLOAT",),
+    "LoadVideo": ("VIDEO",), "GetVideoComponents": ("images", "audio", "fps"), "PrimitiveInt": ("INT",), "PrimitiveFloat": ("FLOAT",),
     "PrimitiveString": ("STRING",), "PrimitiveStringMultiline": ("STRING",),
     "PrimitiveBoolean": ("BOOLEAN",), "Reroute": ("*",),
 }
