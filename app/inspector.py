@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPlainTextEdit, QPushButton, QScrollArea, QSpinBox,
                                QVBoxLayout, QWidget)
@@ -19,6 +19,7 @@ from engine.schema import InputSpec
 from engine.sockets import SocketType
 from app import seed_control
 from app.editing import GraphEditor
+from app.input_visibility import hidden_inputs
 from app.graph_model import GraphModel
 from app.run_state import NodeRunState
 from app.widget_paint import widget_kind
@@ -67,6 +68,7 @@ class Inspector(QWidget):
     def show_node(self, node_id: str | None) -> None:
         self.node_id = node_id if node_id in self.model.workflow.nodes else None
         self.editors = {}
+        self._hidden: set[str] = set()
         self.seed_controls: dict[str, QComboBox] = {}  # seed input -> its control after each run
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -102,7 +104,10 @@ class Inspector(QWidget):
         inputs = QFormLayout()
         inputs.setLabelAlignment(Qt.AlignRight)
         if spec is not None:
+            hidden = self._hidden = self._hidden_now()
             for ispec in spec.inputs:
+                if ispec.name in hidden:
+                    continue  # belongs to another mode (e.g. another Recaption backend)
                 inputs.addRow(ispec.name + ("" if ispec.optional or ispec.has_widget else " *"),
                               self._input_row(ispec))
         else:
@@ -116,6 +121,12 @@ class Inspector(QWidget):
             layout.addWidget(_section("Outputs"))
             for out in spec.outputs:
                 layout.addWidget(QLabel(f"{out.name}: {out.type.value}"))
+        self.output_text = QPlainTextEdit()  # what the node produced as text (a caption)
+        self.output_text.setReadOnly(True)
+        self.output_text.setMaximumHeight(160)
+        self.output_section = _section("Output text")
+        layout.addWidget(self.output_section)
+        layout.addWidget(self.output_text)
         self.state_label = QLabel("")
         self.state_label.setWordWrap(True)
         self.state_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -266,7 +277,15 @@ class Inspector(QWidget):
 
     def _on_changed(self, node_id: str) -> None:
         if node_id == self.node_id:
+            if self._hidden_now() != self._hidden:  # a mode choice changed which inputs apply
+                QTimer.singleShot(0, lambda: self.show_node(self.node_id))  # not inside its signal
             self._sync()
+
+    def _hidden_now(self) -> set[str]:
+        if self.node_id is None:
+            return set()
+        return hidden_inputs(self.model.spec(self.node_id), self.model.node(self.node_id).inputs,
+                             set(self.model.workflow.links_into(self.node_id)))
 
     def _on_removed(self, node_id: str) -> None:
         if node_id == self.node_id:
@@ -291,6 +310,13 @@ class Inspector(QWidget):
         if state.traceback:
             text += f"\n\n{state.traceback}"
         self.state_label.setText(text)
+        texts = state.texts
+        shown = "\n\n".join(texts.values()) if len(texts) == 1 else "\n\n".join(
+            f"{name}:\n{value}" for name, value in texts.items())
+        if self.output_text.toPlainText() != shown:
+            self.output_text.setPlainText(shown)
+        self.output_text.setVisible(bool(texts))
+        self.output_section.setVisible(bool(texts))
 
 
 def _section(text: str) -> QLabel:

@@ -36,6 +36,7 @@ from app.media_decode import thumbnail
 from app.preview import PreviewPanel
 from app.run_state import NodeRunState
 from app.run_controller import RunController
+from app.run_display import RunDisplay
 from app.scene import GraphScene
 from app.studio_settings import SettingsDialog, StudioPrefs
 from app.view import GraphView
@@ -132,9 +133,11 @@ class MainWindow(QMainWindow):
         self.runs.run_finished.connect(self._on_run_finished)
         self.runs.queue_changed.connect(lambda _n: self._set_run_label())
         self.runs.files_ready.connect(self._on_files)
-        self.runs.preview_ready.connect(self._on_latent_preview)
+        self.run_display = RunDisplay(self)  # progress, ETA, latent clips, outputs, stale marks
         self.model.node_added.connect(lambda _n: self._update_counts())
         self.model.node_removed.connect(lambda _n: self._update_counts())
+        self.model.link_added.connect(lambda _l: self._update_counts())
+        self.model.link_removed.connect(lambda _l: self._update_counts())
         self.model.reset.connect(self._update_counts)
 
     # ---- document -----------------------------------------------------------------------------
@@ -214,6 +217,9 @@ class MainWindow(QMainWindow):
 
     def _show_preview(self, node_id: str) -> None:
         files = self.runs.last_files.get(node_id, [])
+        input_file = self.run_display.input_file(node_id)  # LoadImage / LoadVideo
+        if not files and input_file:
+            files = [input_file]
         if files:
             self.preview.show_files(self._node_title(node_id), files)
         else:
@@ -226,15 +232,6 @@ class MainWindow(QMainWindow):
             self.scene.set_thumbnail(node_id, image)
         if self.selected_node() in (node_id, None):
             self.preview.show_files(self._node_title(node_id) if spec else node_id, files)
-
-    def _on_latent_preview(self, node_id: str, image) -> None:
-        if node_id not in self.model.workflow.nodes:
-            return
-        if image.width() < 192:  # latents are tiny: enlarge with hard pixels, not a blur
-            image = image.scaledToWidth(192, Qt.FastTransformation)
-        self.scene.set_thumbnail(node_id, image)  # denoising shows on the node, as in ComfyUI
-        if self.selected_node() in (node_id, None):
-            self.preview.show_latent(self._node_title(node_id), image)
 
     def _on_node_state(self, node_id: str) -> None:
         state = self.runs.states.get(node_id)
@@ -333,7 +330,12 @@ class MainWindow(QMainWindow):
 
     def _set_run_label(self) -> None:
         waiting = len(self.runs.queue)
-        text = "running" if self.runs.busy else (self.runs.last_status or "idle")
+        if self.runs.busy:
+            self.run_display.show_progress()
+            if "stop" in self.actions:
+                self.actions["stop"].setEnabled(True)
+            return
+        text = self.runs.last_status or "idle"
         if waiting:
             text += f" · {waiting} queued"
         self.run_label.setText(text)

@@ -44,6 +44,10 @@ class NodeItem(QGraphicsItem):
         self.run_state = NodeRunState()
         self.thumbnail: QImage | None = None
         self.thumb_rect = QRectF()
+        self.output_text = ""  # what the node produced as text (a caption), shown under its rows
+        self.text_rect = QRectF()
+        self.thumb_stale = False  # the thumbnail is from an earlier run (dimmed during a new one)
+        self.stale = False  # its inputs (or upstream) changed since it last ran
         self.hover_widget: str | None = None
         self._rect = QRectF(0, 0, theme.NODE_WIDTH, 60)
         self._title = ""
@@ -79,11 +83,13 @@ class NodeItem(QGraphicsItem):
         g = layout_node(node, self.spec, model.layout_of(self.node_id),
                         set(model.workflow.links_into(self.node_id)),
                         sorted({l.from_output for l in model.workflow.links_from(self.node_id)}),
-                        thumb, self.run_state.message if self.run_state.state == "failed" else "")
+                        thumb, self.run_state.message if self.run_state.state == "failed" else "",
+                        self.output_text)
         self._title, self.title_color, self._rect = g.title, g.title_color, g.rect
         self.input_slots, self.output_slots, self.widget_slots = g.inputs, g.outputs, g.widgets
         self.info_rows, self._info_top = g.info_rows, g.info_top
         self.thumb_rect, self._footer = g.thumb_rect, g.footer
+        self.text_rect = g.text_rect
 
     def refresh(self) -> None:
         self.relayout()
@@ -98,9 +104,32 @@ class NodeItem(QGraphicsItem):
         self.update()
 
     def set_thumbnail(self, image: QImage | None) -> None:
+        same_size = (image is not None and self.thumbnail is not None
+                     and image.size() == self.thumbnail.size())
         self.thumbnail = image
+        self.thumb_stale = False
+        if same_size:  # a new frame of an animated preview: no relayout
+            self.update()
+            return
         self.refresh()
         self.gscene.node_geometry_changed(self.node_id)
+
+    def set_output_text(self, text: str) -> None:
+        if text == self.output_text:
+            return
+        self.output_text = text
+        self.refresh()
+        self.gscene.node_geometry_changed(self.node_id)
+
+    def set_stale(self, stale: bool) -> None:
+        if self.stale != stale:
+            self.stale = stale
+            self.update()
+
+    def mark_thumbnail_stale(self, stale: bool) -> None:
+        if self.thumb_stale != stale:
+            self.thumb_stale = stale
+            self.update()
 
     # ---- geometry queries -----------------------------------------------------------------------
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
@@ -170,7 +199,11 @@ class NodeItem(QGraphicsItem):
             painter.setBrush(theme.BYPASS_TINT if node.mode == "bypass" else theme.MUTE_TINT)
             painter.drawRoundedRect(rect, theme.CORNER, theme.CORNER)
         self._paint_sockets(painter)
-        if state_color is not None and self.run_state.state != "idle":
+        if self.stale and self.run_state.state != "running":
+            painter.setPen(QPen(theme.STALE_COLOR, 2.0, Qt.DashLine))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(rect.adjusted(-1.5, -1.5, 1.5, 1.5), theme.CORNER + 1, theme.CORNER + 1)
+        elif state_color is not None and self.run_state.state != "idle":
             painter.setPen(QPen(state_color, 2.0))
             painter.setBrush(Qt.NoBrush)
             painter.drawRoundedRect(rect.adjusted(-1.5, -1.5, 1.5, 1.5), theme.CORNER + 1, theme.CORNER + 1)
@@ -200,6 +233,8 @@ class NodeItem(QGraphicsItem):
         painter.setFont(theme.title_font())
         fm = QFontMetrics(painter.font())
         badge = self.run_state.badge()
+        if self.stale and self.run_state.state != "running":
+            badge = "changed"  # will run again: its inputs changed since the last run
         badge_w = QFontMetrics(theme.small_font()).horizontalAdvance(badge) + 12 if badge else 0
         text_rect = QRectF(22, 0, rect.width() - 28 - badge_w, title_h)
         painter.setPen(theme.NODE_TITLE_TEXT if self.spec else theme.NODE_TEXT_DIM)
@@ -207,7 +242,8 @@ class NodeItem(QGraphicsItem):
                          fm.elidedText(self._title, Qt.ElideRight, int(text_rect.width())))
         if badge:
             painter.setFont(theme.small_font())
-            color = theme.STATE_COLORS.get(self.run_state.state, theme.NODE_TEXT)
+            color = (theme.STALE_COLOR if badge == "changed"
+                     else theme.STATE_COLORS.get(self.run_state.state, theme.NODE_TEXT))
             badge_rect = QRectF(rect.width() - badge_w - 6, 5, badge_w, title_h - 10)
             painter.setPen(Qt.NoPen)
             painter.setBrush(QColor(0, 0, 0, 110))
@@ -253,7 +289,22 @@ class NodeItem(QGraphicsItem):
                          seed_mode=seed_control.mode_of(entry, w.name) if w.kind == "seed" else None)
         if not self.thumb_rect.isNull() and self.thumbnail is not None:
             painter.setRenderHint(QPainter.SmoothPixmapTransform)
+            if self.thumb_stale:  # from the previous run: dimmed until this run replaces it
+                painter.setOpacity(0.35)
             painter.drawImage(self.thumb_rect, self.thumbnail)
+            painter.setOpacity(1.0)
+        if not self.text_rect.isNull() and self.output_text:
+            painter.setPen(Qt.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 70))
+            painter.drawRoundedRect(self.text_rect, 4, 4)
+            painter.setFont(theme.small_font())
+            painter.setPen(theme.NODE_TEXT)
+            box = self.text_rect.adjusted(5, 4, -5, -4)
+            fm = QFontMetrics(painter.font())
+            max_chars = max(20, int(box.width() / max(1, fm.averageCharWidth()) * box.height()
+                                    / max(1, fm.lineSpacing()) * 0.9))
+            painter.drawText(box, Qt.AlignLeft | Qt.AlignTop | Qt.TextWordWrap,
+                             _clip(self.output_text, max_chars))
         if self._footer:
             painter.setFont(theme.small_font())
             painter.setPen(theme.STATE_COLORS["failed"].lighter(120))

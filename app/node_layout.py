@@ -14,17 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QPointF, QRectF, QSize
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFontMetrics
 
 from engine.document import NodeInstance
 from engine.schema import NodeSpec
 from engine.sockets import LITERAL_TYPES
 from app import theme
+from app.input_visibility import hidden_inputs
 from app.socket_item import SocketSlot
 from app.widget_paint import WidgetSlot, format_value, widget_height, widget_kind
 
 MIN_WIDTH = 160.0
+TEXT_LINES = 6  # at most this many lines of a node's output text on the canvas
 COLLAPSED_WIDTH = 150.0
 FOOTER_H = 34.0
 
@@ -40,11 +42,13 @@ class NodeGeometry:
     info_rows: list[tuple[str, str]] = field(default_factory=list)
     info_top: float = 0.0
     thumb_rect: QRectF = field(default_factory=QRectF)
+    text_rect: QRectF = field(default_factory=QRectF)  # the node's output text (a caption), if any
     footer: str = ""
 
 
 def layout_node(node: NodeInstance, spec: NodeSpec | None, layout: dict[str, Any], linked_inputs: set[str],
-                linked_outputs: list[str], thumbnail: QSize | None, failure: str) -> NodeGeometry:
+                linked_outputs: list[str], thumbnail: QSize | None, failure: str,
+                text: str = "") -> NodeGeometry:
     size = layout.get("size") if isinstance(layout.get("size"), list) and len(layout["size"]) == 2 else None
     width = max(MIN_WIDTH, float(size[0])) if size else float(theme.NODE_WIDTH)
     g = NodeGeometry(title=node.title or (spec.title if spec else f"{node.type} (missing)"),
@@ -62,7 +66,8 @@ def layout_node(node: NodeInstance, spec: NodeSpec | None, layout: dict[str, Any
         inputs = [(i.name, i.type.value, i.optional) for i in spec.inputs
                   if not (i.type in LITERAL_TYPES and not i.link_only)]
         outputs = [(o.name, o.type.value) for o in spec.outputs]
-        widget_inputs = [i for i in spec.inputs if i.has_widget]
+        hidden = hidden_inputs(spec, node.inputs, linked_inputs)  # e.g. another backend's
+        widget_inputs = [i for i in spec.inputs if i.has_widget and i.name not in hidden]
 
     if layout.get("collapsed"):
         mid = theme.TITLE_H / 2
@@ -107,6 +112,14 @@ def layout_node(node: NodeInstance, spec: NodeSpec | None, layout: dict[str, Any
         tw = th * thumbnail.width() / thumbnail.height()
         g.thumb_rect = QRectF((width - tw) / 2, y + 4, tw, th)
         y += th + 8
+    if text:  # an output text (a recaptioned prompt): up to TEXT_LINES wrapped lines, elided
+        fm = QFontMetrics(theme.small_font())
+        box_w = width - 2 * theme.PAD - 8
+        lines = min(TEXT_LINES, max(1, fm.boundingRect(0, 0, int(box_w), 10_000,
+                                                        int(Qt.TextWordWrap), text).height()
+                                 // max(1, fm.lineSpacing())))
+        g.text_rect = QRectF(theme.PAD + 4, y + 4, box_w, lines * fm.lineSpacing() + 8)
+        y += g.text_rect.height() + 8
     g.footer = failure
     if failure:
         y += FOOTER_H

@@ -4,8 +4,10 @@ with its events turned into per-node states, log lines, previews and output file
 Invariants:
 - The controller only reads the document (a JSON snapshot taken when the run is queued); nothing a
   run does — failing, being stopped, the worker crashing — can change or lose the graph.
-- Stop is cooperative first (interrupt), then after `grace` seconds the worker is killed and
-  restarted, without blocking the GUI thread (a timer escalates, not a sleep).
+- Stop is cooperative (interrupt): nodes end at their next step or chunk, and the worker keeps its
+  loaded models. Only if it has not ended after max(grace, 1.5 x the longest step seen + 1 s) is
+  the worker killed and restarted (a timer escalates, never a sleep); a second Stop forces that
+  at once.
 - Events are polled from a QTimer in the GUI thread, only while a run is in flight.
 - Output files of a node are remembered across runs (`last_files`) so a cached output node still
   previews its latest files.
@@ -33,6 +35,21 @@ class QueuedRun:
     label: str = "Run"
     queued_at: float = field(default_factory=time.time)
     approved_endpoints: tuple[str, ...] = ()
+
+
+def preview_to_frames(array: Any) -> list[QImage]:
+    """A preview clip (T, H, W, 3) — or one picture — as owned QImages (empty if malformed)."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    if not isinstance(array, np.ndarray):
+        return []
+    while array.ndim > 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 4:
+        frames = [preview_to_qimage(frame) for frame in array]
+        return [f for f in frames if f is not None]
+    image = preview_to_qimage(array)
+    return [image] if image is not None else []
 
 
 def preview_to_qimage(array: Any) -> QImage | None:
@@ -63,8 +80,9 @@ class RunController(QObject):
     log = Signal(str, str)  # level, message
     progress = Signal(float)  # overall 0..1
     queue_changed = Signal(int)  # runs waiting behind the current one
-    preview_ready = Signal(str, object)  # node id, QImage
+    preview_ready = Signal(str, object)  # node id, list[QImage] (the latent preview's frames)
     files_ready = Signal(str, list)  # node id, output file paths
+    outputs_ready = Signal(str, object)  # node id, (texts dict, QImage or None)
 
     def __init__(self, client_factory: Callable[[], Any], output_dir: str | None = None,
                  poll_ms: int = 40, parent: QObject | None = None):
@@ -80,6 +98,8 @@ class RunController(QObject):
         self.last_files: dict[str, list[str]] = {}
         self.last_status = ""
         self._stop_requested_for: str | None = None
+        self._last_progress_at: float = 0.0  # when the running node last reported
+        self.longest_step: float = 0.0  # longest gap between progress reports in this run (s)
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self.poll)
@@ -142,17 +162,29 @@ class RunController(QObject):
         return n
 
     def stop(self, grace: float = 3.0) -> None:
-        """Interrupt the current run and drop the queue; kill and restart the worker if it has
-        not stopped after `grace` seconds."""
+        """Interrupt the current run and drop the queue. The running node ends at its next step
+        (or VAE chunk) and the worker keeps its models; the worker is killed and restarted only
+        if the run has not ended after max(grace, 1.5 x the longest step seen + 1 s). A second
+        Stop while one is pending kills at once."""
         dropped = self.clear_queue()
         if dropped:
             self.log.emit("info", f"dropped {dropped} queued run{'s' if dropped != 1 else ''}")
         if self.current is None:
             return
-        self.log.emit("info", "stopping the run…")
+        if self._stop_requested_for == self.current:
+            self.log.emit("warning", "forced stop: killing the worker (models will reload)")
+            self._escalate.stop()
+            self.client.restart()
+            return
+        wait = grace if self.longest_step <= 0 else max(grace, 1.5 * self.longest_step + 1.0)
+        self.log.emit("info", f"stopping after the current step (waiting up to {wait:.0f} s; "
+                              "Stop again to kill the worker at once)")
         self._stop_requested_for = self.current
+        for nid, state in self.states.items():
+            if state.state == "running":
+                self._set(nid, stopping=True)
         self.client.interrupt()
-        self._escalate.start(int(grace * 1000))
+        self._escalate.start(int(wait * 1000))
 
     def _kill_if_still_running(self) -> None:
         if self.current is not None and self.current == self._stop_requested_for:
@@ -194,8 +226,10 @@ class RunController(QObject):
         if event.run_id and event.run_id != self.current and not isinstance(event, ev.LogMessage):
             return  # a late event from a run already closed
         if isinstance(event, ev.RunStarted):
+            self.longest_step = 0.0
             for nid in list(self.states):
-                self.states[nid] = NodeRunState()
+                texts = self.states[nid].texts  # kept until the node produces new ones
+                self.states[nid] = NodeRunState(texts=texts)
                 self.node_state_changed.emit(nid)
             plan = event.plan or {nid: "executed" for nid in event.node_ids}
             for nid, action in plan.items():
@@ -211,15 +245,25 @@ class RunController(QObject):
             self._set(event.node_id, state="cached", fraction=1.0)
             self.progress.emit(event.overall)
         elif isinstance(event, ev.NodeStarted):
-            self._set(event.node_id, state="running", fraction=0.0, message="")
+            self._last_progress_at = time.monotonic()
+            self._set(event.node_id, state="running", fraction=0.0, message="",
+                      started=self._last_progress_at,
+                      stopping=self._stop_requested_for == event.run_id)
             self.progress.emit(event.overall)
         elif isinstance(event, ev.NodeProgress):
+            now = time.monotonic()
+            self.longest_step = max(self.longest_step, now - self._last_progress_at)
+            self._last_progress_at = now
             self._set(event.node_id, state="running", fraction=event.fraction, message=event.message)
             self.progress.emit(event.overall)
             if event.preview is not None:
-                image = preview_to_qimage(event.preview)
-                if image is not None:
-                    self.preview_ready.emit(event.node_id, image)
+                frames = preview_to_frames(event.preview)
+                if frames:
+                    self.preview_ready.emit(event.node_id, frames)
+        elif isinstance(event, ev.NodeOutputs):
+            self._set(event.node_id, texts=dict(event.texts))
+            image = preview_to_qimage(event.image) if event.image is not None else None
+            self.outputs_ready.emit(event.node_id, (dict(event.texts), image))
         elif isinstance(event, ev.NodeDone):
             self._set(event.node_id, state="done", fraction=1.0, seconds=event.seconds,
                       files=list(event.files), message="")
@@ -245,8 +289,9 @@ class RunController(QObject):
         leftover = "interrupted" if status in ("interrupted", "crashed") else "idle"
         for nid, state in self.states.items():
             if state.state == "running":
-                message = "worker crashed" if status == "crashed" else state.message
-                self._set(nid, state="failed" if status == "crashed" else "interrupted", message=message)
+                message = "worker crashed" if status == "crashed" else "stopped"
+                self._set(nid, state="failed" if status == "crashed" else "interrupted",
+                          message=message, stopping=False)
             elif state.state == "queued":
                 self._set(nid, state=leftover if leftover != "idle" else "idle")
         for nid, record in (report.nodes.items() if report is not None else ()):

@@ -47,6 +47,7 @@ STATE_COLORS = {
     "skipped": QColor("#5c5f66"),
     "interrupted": QColor("#ffb300"),
 }
+STALE_COLOR = QColor("#e0a040")  # inputs changed since the node last ran
 
 # ---- geometry (scene units) -------------------------------------------------------------------
 NODE_WIDTH = 240

@@ -4,7 +4,8 @@ Events are small picklable dataclasses so a worker process can send them over a 
 A run opens with `RunStarted`, which carries the whole plan (every node of the run's scope and
 what it will do: executed, cached, not_needed, bypassed), and always closes with exactly one
 `RunFinished` carrying the typed `RunReport`, whatever happened. In between, per node that does
-something: `NodeCached`, or `NodeStarted`, `NodeProgress`*, then `NodeDone` or `NodeFailed`;
+something: `NodeCached`, or `NodeStarted`, `NodeProgress`*, then `NodeDone` or `NodeFailed`
+(a worker adds `NodeOutputs` after NodeDone/NodeCached: a display summary of the values);
 `NodeSkipped` for a target behind a muted node; `LogMessage` for what nodes and the cache say.
 Nodes that are not needed get no event of their own: the plan in `RunStarted` says it once.
 """
@@ -28,7 +29,7 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         out = {"event": self.kind}
-        out.update({k: v for k, v in asdict(self).items() if k != "preview"})
+        out.update({k: v for k, v in asdict(self).items() if k not in ("preview", "image")})
         return out
 
 
@@ -68,6 +69,18 @@ class NodeDone(Event):
     seconds: float = 0.0
     overall: float = 0.0
     files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NodeOutputs(Event):
+    """What a node produced, summarised for display (the studio's node text and thumbnails).
+
+    Sent by the worker right after a node's NodeDone or NodeCached: `texts` holds its TEXT/STRING
+    outputs (each clipped to 4,000 characters), `image` a small uint8 (H, W, 3) picture of its
+    first IMAGE/VIDEO output (first frame, at most 256 px on its long side), or None."""
+    node_id: str = ""
+    texts: dict[str, str] = field(default_factory=dict)
+    image: Any = None
 
 
 @dataclass

@@ -22,7 +22,8 @@ import uuid
 from dataclasses import replace
 from typing import Any, Callable
 
-from engine.events import Event, LogMessage, RunFinished
+from engine.events import (Event, LogMessage, NodeCached, NodeDone, NodeOutputs, NodeStarted,
+                           RunFinished)
 from engine.run_api import CachePolicy, LogLevel, RunError, RunReport, RunRequest, RunStatus
 
 _SPAWN = mp.get_context("spawn")
@@ -60,8 +61,10 @@ def _worker_main(conn: Any, interrupt_event: Any, settings_json: dict[str, Any],
             continue
         request: RunRequest = msg["request"]
         interrupt.clear()
+        tap = _OutputTap(executor.cache, send)
+        executor.cache = tap
         try:
-            executor.run(request, on_event=send, interrupt=interrupt)
+            executor.run(request, on_event=tap.on_event, interrupt=interrupt)
         except WorkflowError:
             pass  # the executor already closed the run with status "invalid"
         except Exception as exc:  # an engine bug: report it, keep serving
@@ -69,6 +72,77 @@ def _worker_main(conn: Any, interrupt_event: Any, settings_json: dict[str, Any],
             report = RunReport(request.run_id or "", RunStatus.FAILED,
                                error=RunError(message, traceback=traceback.format_exc()))
             send(RunFinished(request.run_id or "", RunStatus.FAILED, report, message))
+        finally:
+            executor.cache = tap.cache
+
+
+class _OutputTap:
+    """Lets the studio see what each node produced, without the executor sending values.
+
+    It stands in for the executor's result cache for one run: every result the executor stores
+    (`put`, right before NodeDone) or reads (`get`, right before NodeCached) passes through, and
+    after that event a `NodeOutputs` summary (texts, a small picture) follows on the pipe.
+    Uncacheable results are not seen (they get no summary). Everything else is delegated."""
+
+    def __init__(self, cache: Any, send: Callable[[Event], None]):
+        self.cache, self._send, self._last = cache, send, None
+
+    def get(self, key: str, warn: Any = None) -> Any:
+        entry = self.cache.get(key, warn=warn)
+        self._last = entry
+        return entry
+
+    def put(self, key: str, value: Any, seconds: float = 0.0, warn: Any = None) -> None:
+        self._last = value
+        self.cache.put(key, value, seconds, warn=warn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cache, name)
+
+    def on_event(self, event: Event) -> None:
+        self._send(event)
+        if isinstance(event, NodeStarted):
+            self._last = None
+        elif isinstance(event, (NodeDone, NodeCached)):
+            entry, self._last = self._last, None
+            outputs = entry.get("outputs") if isinstance(entry, dict) else None
+            if isinstance(outputs, dict):
+                try:
+                    summary = summarise_outputs(event.run_id, event.node_id, outputs)
+                except Exception:  # a display summary must never fail a run
+                    summary = None
+                if summary is not None:
+                    self._send(summary)
+
+
+def summarise_outputs(run_id: str, node_id: str, outputs: dict[str, Any]) -> NodeOutputs | None:
+    """Texts and a first picture of a node's output values (None when there is nothing to show)."""
+    texts: dict[str, str] = {}
+    image = None
+    for name, value in outputs.items():
+        if isinstance(value, str):
+            texts[name] = value if len(value) <= 4000 else value[:3999] + "…"
+        elif image is None:
+            image = _first_picture(value)
+    if not texts and image is None:
+        return None
+    return NodeOutputs(run_id, node_id, texts, image)
+
+
+def _first_picture(value: Any) -> Any:
+    """uint8 (H, W, 3) numpy of an IMAGE tensor (B, H, W, 3) or a Video's first frame."""
+    frames = getattr(value, "frames", value)  # engine.values.Video, or an IMAGE tensor
+    if not hasattr(frames, "detach") or frames.dim() not in (3, 4) or frames.shape[-1] != 3:
+        return None
+    import torch
+
+    frame = (frames[0] if frames.dim() == 4 else frames).detach().float().cpu()  # (H, W, 3)
+    h, w = frame.shape[:2]
+    scale = 256 / max(h, w)
+    if scale < 1:
+        frame = torch.nn.functional.interpolate(frame.permute(2, 0, 1)[None], scale_factor=scale,
+                                                mode="area")[0].permute(1, 2, 0)
+    return (frame.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
 
 class WorkerClient:
