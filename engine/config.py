@@ -26,6 +26,9 @@ APP_NAME = "reelgraph"
 @dataclass
 class Settings:
     model_roots: list[str] = field(default_factory=list)  # extra model roots (e.g. ComfyUI/models)
+    # ComfyUI's extra_model_paths.yaml to read model folders from ("" = none; one next to a
+    # ComfyUI install given as a model root is read anyway): engine.models.extra_model_paths
+    comfy_extra_model_paths: str = ""
     node_packs: list[str] = field(default_factory=list)  # folders of user node packs (code!)
     cache_dir: str = ""
     output_dir: str = ""
@@ -93,6 +96,7 @@ def check_settings(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 _FIELD_KINDS = {"model_roots": "paths", "node_packs": "paths", "cache_dir": "path",
+                "comfy_extra_model_paths": "path",
                 "output_dir": "path", "input_dir": "path", "ram_cache_bytes": "bytes",
                 "model_ram_bytes": "bytes", "disk_cache_bytes": "bytes", "device": "device",
                 "providers": "providers"}
