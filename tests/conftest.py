@@ -12,6 +12,9 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# dtype "auto" computes in bf16 on CPUs with fast bf16 (engine.dtypes.cpu_fast_bf16); tests pin it
+# off so results do not depend on the machine (tests of the choice itself pass it explicitly).
+os.environ["REELGRAPH_CPU_BF16"] = "0"
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="reelgraph-tests-"))
 os.environ["REELGRAPH_CONFIG"] = str(_SESSION_TMP / "config.json")
 os.environ["REELGRAPH_CACHE_DIR"] = str(_SESSION_TMP / "cache")

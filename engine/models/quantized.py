@@ -45,6 +45,10 @@ def is_fp8(tensor: torch.Tensor) -> bool:
     return tensor.dtype in FP8_DTYPES
 
 
+def is_fp8_dtype(dtype: torch.dtype) -> bool:
+    return dtype in FP8_DTYPES
+
+
 def _is_quant_key(key: str) -> bool:
     leaf = key.rpartition(".")[2]
     return (leaf == MARKER or key.endswith(WEIGHT_SCALE_SUFFIXES + INPUT_SCALE_SUFFIXES)
@@ -195,14 +199,19 @@ def replace_module(root: torch.nn.Module, name: str, new: torch.nn.Module) -> No
 
 
 def keep_fp8_linears(module: torch.nn.Module, scales: Mapping[str, torch.Tensor],
-                     compute_dtype: torch.dtype, skip: tuple[str, ...] = ()) -> int:
+                     compute_dtype: torch.dtype, skip: tuple[str, ...] = (),
+                     only: set[str] | None = None) -> int:
     """After loading float8 tensors into `module` as stored: swap each nn.Linear whose weight is
     float8 for a ScaledFP8Linear holding it and its scale (`scales` keyed by parameter name), except
     under the module names in `skip`; every other float8 or scaled parameter is dequantised to
-    float32 in place (engine.dtypes.apply_dtype_policy then casts it). Returns the layers kept."""
+    float32 in place (engine.dtypes.apply_dtype_policy then casts it). With `only` (the layers a
+    loader planned to keep, every other tensor already in its final dtype) exactly those are
+    swapped and nothing else is touched. Returns the layers kept."""
     kept = 0
     for name, layer in list(module.named_modules()):
         if type(layer) is not torch.nn.Linear or not is_fp8(layer.weight):
+            continue
+        if only is not None and name not in only:
             continue
         if any(name == s or name.startswith(s + ".") for s in skip):
             continue
@@ -210,6 +219,8 @@ def keep_fp8_linears(module: torch.nn.Module, scales: Mapping[str, torch.Tensor]
         replace_module(module, name, ScaledFP8Linear(layer.weight.detach(),
                                                      scales.get(f"{name}.weight"), bias, compute_dtype))
         kept += 1
+    if only is not None:
+        return kept
     for name, param in module.named_parameters():
         owner = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
         if getattr(owner, "quantized_weights", False):

@@ -11,6 +11,11 @@ Invariants:
   (torch.save) nor a pickle is refused before torch reads it.
 - Every failure is a `ModelLoadError` naming the file, what is wrong with it and what to do.
 - Tensors come back on the CPU; devices and dtypes are the loader's business (engine.devices, engine.dtypes).
+- Memory: a safetensors tensor kept in its file's dtype is a view of the memory-mapped file (pages
+  are read when first used and can be dropped again by the kernel). A tensor the loader wants in
+  another form (`convert`: another dtype, float8 storage, dequantised) is read on its own into
+  private memory, converted, and its raw copy freed before the next one is read, so a load never
+  holds the file and the converted model at once: peak = final weights + about one tensor.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -35,6 +40,14 @@ MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit for the JS
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
                "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "C64": 8, "F8_E4M3": 1,
                "F8_E4M3FNUZ": 1, "F8_E5M2": 1, "F8_E5M2FNUZ": 1}
+# safetensors dtype -> torch dtype, for reading a tensor's bytes without the library
+_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                 "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                 "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+                 "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz",
+                 "U16": "uint16", "U32": "uint32", "U64": "uint64", "C64": "complex64"}
+# A conversion applied to one tensor as it is read (e.g. fp16 -> bf16, float8 * scale -> bf16).
+Converter = Callable[[torch.Tensor], torch.Tensor]
 # Top-level keys under which training scripts nest the real state dict.
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict", "ema")
 
@@ -48,23 +61,38 @@ class ModelLoadError(NodeError):
         super().__init__(f"cannot load model file {self.path}: {problem}", input=input)
 
 
-def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
-    """All tensors in a weight file (or a model folder's weight shards), keyed by name, on the CPU."""
+def load_state_dict(path: Path | str, convert: Mapping[str, Converter] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """All tensors in a weight file (or a model folder's weight shards), keyed by name, on the CPU.
+
+    `convert` maps names (as in the file) to a function giving the tensor the caller will keep;
+    each such tensor is read alone into private memory and converted, its raw copy freed before
+    the next is read (see the module doc); other tensors stay views of the mapped file."""
     path = Path(path)
     if path.is_dir():
-        return _load_folder(path)
+        return _load_folder(path, convert)
     _check_exists(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return _load_safetensors(path)
+        return _load_safetensors(path, convert)
     if suffix in PICKLE_SUFFIXES:
-        return _load_pickle(path)
+        return convert_state(_load_pickle(path), convert)
     if suffix == ".gguf":  # quantised blocks need a loader that keeps them (engine.models.gguf_weights)
         raise ModelLoadError(path, "unsupported file type '.gguf' for this model: GGUF files load "
                                    "as diffusion models only (LoadDiT, Wan DiTs); use a "
                                    ".safetensors file")
     raise ModelLoadError(path, f"unsupported file type {suffix or '(no suffix)'!r}; "
                                f"expected .safetensors or one of {', '.join(PICKLE_SUFFIXES)}")
+
+
+def convert_state(state: dict[str, torch.Tensor], convert: Mapping[str, Converter] | None
+                  ) -> dict[str, torch.Tensor]:
+    """Apply `convert` to a state dict already in memory, in place and one tensor at a time (each
+    original is released as its replacement is made: peak = the state + one converted tensor)."""
+    for key, fn in (convert or {}).items():
+        if key in state:
+            state[key] = fn(state.pop(key))
+    return state
 
 
 def read_safetensors_header(path: Path | str) -> dict[str, Any]:
@@ -223,13 +251,48 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    read_safetensors_header(path)  # clear messages for damage, before the library's own
+def _load_safetensors(path: Path, convert: Mapping[str, Converter] | None = None
+                      ) -> dict[str, torch.Tensor]:
+    header = read_safetensors_header(path)  # clear messages for damage, before the library's own
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")  # views of the mapped file: nothing read yet
     except (SafetensorError, OSError, RuntimeError, ValueError, TypeError) as exc:
         raise ModelLoadError(path, f"corrupt safetensors file ({_one_line(exc)}); download it "
                                    "again") from None
+    todo = [k for k in (convert or {}) if k in state]
+    if not todo:
+        return state
+    # Converted tensors are read with plain reads, not through the mapping: a page touched in the
+    # mapping stays in this process's memory until every view of the file is gone, which would
+    # hold the whole file beside the converted model until the load ends.
+    todo.sort(key=lambda k: header[k]["data_offsets"][0])  # one forward pass over the file
+    with open(path, "rb", buffering=0) as f:
+        data_start = 8 + struct.unpack("<Q", f.read(8))[0]
+        for key in todo:
+            del state[key]  # the unread view
+            raw = _read_tensor(path, f, header[key], data_start)
+            state[key] = convert[key](raw)  # type: ignore[index]
+            del raw
+    return state
+
+
+def _read_tensor(path: Path, f: Any, entry: Mapping[str, Any], data_start: int) -> torch.Tensor:
+    """One tensor of a safetensors file read into its own (private) memory."""
+    begin, end = entry["data_offsets"]
+    dtype = getattr(torch, _TORCH_DTYPES.get(entry["dtype"], ""), None)
+    if dtype is None:
+        raise ModelLoadError(path, f"this torch build cannot hold {entry['dtype']} tensors")
+    buf = torch.empty(end - begin, dtype=torch.uint8)
+    view = memoryview(buf.numpy()) if end > begin else memoryview(b"")
+    f.seek(data_start + begin)
+    done = 0
+    while done < end - begin:
+        n = f.readinto(view[done:])
+        if not n:
+            raise ModelLoadError(path, f"truncated: the file ended inside tensor data at byte "
+                                       f"{data_start + begin + done}; download it again")
+        done += n
+    return buf.view(dtype).reshape(entry["shape"])
 
 
 def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
@@ -288,14 +351,15 @@ def _tensors_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _load_folder(folder: Path) -> dict[str, torch.Tensor]:
+def _load_folder(folder: Path, convert: Mapping[str, Converter] | None = None
+                 ) -> dict[str, torch.Tensor]:
     """Weights of a diffusers/HF model folder: every *.safetensors shard (else *.bin shards)."""
     shards = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not shards:
         raise ModelLoadError(folder, "the folder holds no .safetensors or .bin weight files")
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
-        tensors.update(load_state_dict(shard))
+        tensors.update(load_state_dict(shard, convert))
     return tensors
 
 

@@ -10,6 +10,7 @@ silently random layer.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -18,14 +19,14 @@ from typing import Any, Callable, Mapping
 import torch
 
 from engine.devices import pick_device
-from engine.dtypes import DTypePolicy, apply_dtype_policy, dtype_policy
+from engine.dtypes import DTypePolicy, apply_dtype_policy, dtype_policy, param_targets
 from engine.models.detect import Detection, detect_wan_dit
 from engine.models.interfaces import ModelInfo
 from engine.models.wan_dit_model import WanDiT
-from engine.models.quantized import (dequantize_state, keep_fp8_linears, replace_module,
+from engine.models.quantized import (dequantize, is_fp8_dtype, keep_fp8_linears, replace_module,
                                      split_scales, storage_format, without_quant_keys)
-from engine.models.safe_load import (ModelLoadError, file_sha256, load_state_dict, read_metadata,
-                                     read_shapes)
+from engine.models.safe_load import (ModelLoadError, convert_state, file_sha256, load_state_dict,
+                                     read_metadata, read_shapes)
 
 # Original (Wan repo) module names -> diffusers names. Entries are matched against the part of a
 # key before its final ".weight"/".bias", or against the whole key for bare parameters.
@@ -165,30 +166,48 @@ def detect_then_load(path: Path, detect: Callable[[Mapping[str, Any]], Detection
     return detection, load_state_dict(path)
 
 
-def build_strict(cls: type, config: Mapping[str, Any], state: dict[str, torch.Tensor],
-                 source: Any) -> torch.nn.Module:
-    """`cls(**config)` without random init (parameters on the meta device), then the state dict
-    loaded strictly; a mismatch is a ModelLoadError naming the file and the first keys at fault."""
+def build_meta(cls: type, config: Mapping[str, Any]) -> torch.nn.Module:
+    """`cls(**config)` without random init: parameters on the meta device (no memory), buffers
+    such as RoPE tables built for real."""
     from accelerate import init_empty_weights  # a diffusers dependency
 
-    with init_empty_weights():  # parameters on meta; buffers (RoPE tables) built for real
-        module = cls(**config)
-    expected = set(module.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    with init_empty_weights():
+        return cls(**config)
+
+
+def check_keys(module: torch.nn.Module, keys: Any, source: Any) -> None:
+    """A ModelLoadError naming the file and the first keys at fault unless `keys` are exactly the
+    module's tensors (checked before any weight is read)."""
+    expected, keys = set(module.state_dict()), set(keys)
+    missing, unexpected = sorted(expected - keys), sorted(keys - expected)
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise ModelLoadError(source, f"its tensors do not match a {cls.__name__} of the detected "
-                                     f"config: {'; '.join(parts)}")
+        raise ModelLoadError(source, f"its tensors do not match a {type(module).__name__} of the "
+                                     f"detected config: {'; '.join(parts)}")
+
+
+def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Any
+                ) -> torch.nn.Module:
+    """Put `state` into a meta-built `module` strictly. The tensors are assigned, not copied:
+    each parameter is the state's tensor itself, in its dtype (a mapped-file view stays one)."""
+    check_keys(module, state, source)
     try:
         module.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:  # shape mismatches
         raise ModelLoadError(source, f"tensor shapes do not match the detected config: "
                                      f"{str(exc).strip().splitlines()[-1].strip()}") from None
     return module.eval().requires_grad_(False)
+
+
+def build_strict(cls: type, config: Mapping[str, Any], state: dict[str, torch.Tensor],
+                 source: Any) -> torch.nn.Module:
+    """`cls(**config)` without random init (parameters on the meta device), then the state dict
+    loaded strictly; a mismatch is a ModelLoadError naming the file and the first keys at fault."""
+    return load_strict(build_meta(cls, config), state, source)
 
 
 def load_dit(path: Path | str, device: torch.device | str | None = None,
@@ -239,24 +258,53 @@ def _target_dtype(policy: DTypePolicy, keep_fp32: tuple[str, ...]) -> Callable[[
 def _load_torch_weights(path: Path, overrides: Mapping[str, Any], policy: DTypePolicy,
                         keep_fp32: tuple[str, ...]
                         ) -> tuple[torch.nn.Module, Detection, dict[str, Any]]:
-    """safetensors / pickle / diffusers folder, plain or ComfyUI scaled fp8."""
+    """safetensors / pickle / diffusers folder, plain or ComfyUI scaled fp8.
+
+    Every tensor goes from the file straight to its final dtype, one at a time: the plan (which
+    dtype each parameter ends in, which float8 Linears stay as stored) is made from the header
+    and the meta-built module before any weight is read; a tensor already in its final dtype
+    stays a view of the mapped file, any other is read, converted and its raw copy dropped."""
     from diffusers import WanTransformer3DModel
 
-    detection, state = detect_then_load(path, lambda shapes: detect_wan_dit(shapes, path, overrides))
-    state, scales, scaled = split_scales(state, path, read_metadata(path))
-    fmt = {"weight_format": storage_format(state, scaled)}
-    state = to_diffusers(state, detection, path)
+    detection, lazy = detect_then_load(path, lambda shapes: detect_wan_dit(shapes, path, overrides))
+    weights, scales, scaled = split_scales(lazy, path, read_metadata(path))
+    fmt = {"weight_format": storage_format(weights, scaled)}
+    file_key = to_diffusers({k: k for k in weights}, detection, path)  # diffusers -> file key
+    stored = {k: weights[f].dtype for k, f in file_key.items()}  # from the header: nothing read
     scales = to_diffusers(scales, detection, path)
-    if policy.storage is None:
-        # every float8 / scaled tensor straight to its final dtype, one at a time
-        dequantize_state(state, scales, _target_dtype(policy, keep_fp32))
-        return build_strict(WanTransformer3DModel, detection.config, state, path), detection, fmt
-    module = build_strict(WanTransformer3DModel, detection.config, state, path)
+    module = build_meta(WanTransformer3DModel, detection.config)
+    check_keys(module, file_key, path)
+    kept: set[str] = set()  # float8 Linears kept as stored (ScaledFP8Linear), with dtype fp8
+    if policy.storage is not None:
+        kept = {name for name, layer in module.named_modules()
+                if type(layer) is torch.nn.Linear and name + ".weight" in stored
+                and is_fp8_dtype(stored[name + ".weight"])
+                and not any(name == s or name.startswith(s + ".") for s in DEQUANTIZED_ON_LOAD)}
+    targets = param_targets(module, policy, keep_fp32, no_storage=kept)
+    convert = {}
+    for key, target in targets.items():
+        if key.endswith(".weight") and key[: -len(".weight")] in kept:
+            continue  # float8 as stored, scaled per call
+        scale = scales.get(key)
+        if scale is not None or is_fp8_dtype(stored[key]):
+            convert[file_key[key]] = functools.partial(dequantize, scale=scale, dtype=target)
+        elif stored[key] != target:
+            convert[file_key[key]] = functools.partial(_cast, dtype=target)
+    if read_shapes(path) is None:  # a pickle, already in memory: convert it in place
+        state = convert_state(weights, convert)
+    else:  # drop the unread views, then read again with conversions while streaming the file
+        del lazy, weights
+        state = load_state_dict(path, convert)
+    state = {k: state[f] for k, f in file_key.items()}
+    module = load_strict(module, state, path)
     del state
-    kept = keep_fp8_linears(module, scales, policy.compute, DEQUANTIZED_ON_LOAD)
     if kept:
-        fmt["fp8_layers_kept"] = kept
+        fmt["fp8_layers_kept"] = keep_fp8_linears(module, scales, policy.compute, only=kept)
     return module, detection, fmt
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype)
 
 
 def _load_gguf(path: Path, overrides: Mapping[str, Any], policy: DTypePolicy,
