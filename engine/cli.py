@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from engine.errors import WorkflowError
+from engine.errors import Problem, WorkflowError
 from engine.events import Event, LogMessage, NodeCached, NodeDone, NodeFailed, NodeProgress, NodeStarted, RunFinished
 from engine.run_api import CachePolicy, LogLevel, RunReport, RunRequest, RunStatus
 
@@ -242,14 +242,14 @@ def finish_message(report: RunReport, out_dir: Path) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from engine.comfy import ComfyImportError, import_comfy_file
-    from engine.models.paths import default_model_paths
+    from engine.models.paths import model_paths_for
     from engine.registry import default_registry
 
     settings = load_settings_or_warn()
     registry = default_registry([*settings.node_packs, *map(str, args.node_pack)])
     try:
         result = import_comfy_file(args.comfy_file, registry,
-                                   default_model_paths(getattr(settings, "model_roots", ()) or ()))
+                                   model_paths_for(settings))
     except ComfyImportError as exc:
         _print_comfy_error(exc, str(args.comfy_file))
         return EXIT_INVALID
@@ -318,13 +318,16 @@ def load_any_workflow(path: Path, registry: Any = None) -> Any:
     if not _maybe_comfy(path, original):
         raise original
     from engine.comfy import ComfyImportError, import_comfy_file
-    from engine.models.paths import default_model_paths
+    from engine.models.paths import model_paths_for
 
     try:
         settings = load_settings_or_warn()
-        result = import_comfy_file(path, registry, default_model_paths(getattr(settings, "model_roots", ()) or ()))
-    except ComfyImportError:
-        raise original from None
+        result = import_comfy_file(path, registry, model_paths_for(settings))
+    except ComfyImportError as exc:
+        if exc.problems[0].startswith(("not a ComfyUI workflow", "already a Reelgraph")):
+            raise original from None
+        # a ComfyUI file too damaged to import: its problems, one line each
+        raise WorkflowError([Problem("comfy_import", p) for p in exc.problems], source=str(path)) from None
     print(result.report.to_text(), file=sys.stderr)
     return result.workflow
 

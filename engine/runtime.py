@@ -15,10 +15,10 @@ from engine.registry import NodeRegistry, default_registry
 
 def make_model_paths(settings: Settings) -> Any:
     try:
-        from engine.models.paths import default_model_paths
+        from engine.models.paths import model_paths_for
     except ImportError:
         return None
-    return default_model_paths(extra_roots=[Path(p) for p in settings.model_roots])
+    return model_paths_for(settings)  # model_roots and ComfyUI's extra_model_paths.yaml
 
 
 def make_cache(settings: Settings, *, use_disk_cache: bool = True) -> ResultCache:

@@ -74,7 +74,7 @@ def test_resolve_missing_lists_folders_and_suggests(two_roots):
         with pytest.raises(ModelNotFoundError):
             paths.resolve("vae", bad)
     with pytest.raises(ValueError, match="unknown model kind"):
-        paths.list("upscale_models")
+        paths.list("controlnet")  # upscale_models etc. are listed (issue 17)
 
 
 def test_default_roots_order(tmp_path, monkeypatch, repo_root):

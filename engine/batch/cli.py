@@ -20,9 +20,9 @@ from engine.batch.jobs import StopSignal
 from engine.batch.matrix import BatchError, build_jobs, parse_grid, read_matrix
 from engine.batch.progress import BatchProgress, summary_lines
 from engine.batch.runner import pending_tasks, prepare_tasks, run_batch
-from engine.cli import (EXIT_FAILED, EXIT_INVALID, EXIT_OK, load_settings_or_warn, print_problems,
-                        unapproved_endpoints)
-from engine.document import load_workflow, workflow_from_json
+from engine.cli import (EXIT_FAILED, EXIT_INVALID, EXIT_OK, load_any_workflow, load_settings_or_warn,
+                        print_problems, unapproved_endpoints)
+from engine.document import workflow_from_json
 from engine.errors import Problem, WorkflowError
 
 
@@ -67,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings_or_warn()
     settings.node_packs = [*settings.node_packs, *(str(p.resolve()) for p in args.node_pack)]
     settings.output_dir = str(args.out.resolve())
-    workflow = load_workflow(bundle.find_workflow(args.workflow))
+    # a ComfyUI file (JSON, or an output carrying one) is imported first, its report on stderr
+    workflow = load_any_workflow(bundle.find_workflow(args.workflow))
     rows = read_matrix(args.matrix) if args.matrix is not None else None
     jobs = build_jobs(rows, parse_grid(args.grid))
     registry = default_registry(settings.node_packs)

@@ -9,6 +9,13 @@ Layout follows ComfyUI's, so an existing ComfyUI `models/` folder can be used as
     <root>/clip_vision/                                          CLIP vision encoders (I2V)
     <root>/interpolation/                                        frame interpolators
     <root>/llm/                                                  local recaption LLMs
+    <root>/checkpoints/, upscale_models/, vae_approx/            listed, not used yet
+
+A root may also be a ComfyUI install folder (the one holding `models/`): its `models/` is used.
+ComfyUI's `extra_model_paths.yaml` (engine.models.extra_model_paths) adds folders per kind: the
+one next to a ComfyUI install given as a root (or next to the `models/` given) is read, and
+one named in the settings (`comfy_extra_model_paths`). Search order: the YAML's `is_default`
+folders, then the roots, then the YAML's other folders.
 
 Invariants:
 - A model is named by its path relative to its kind folder, with '/' separators
@@ -46,11 +53,17 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "clip_vision": ("clip_vision",),
     "interpolation": ("interpolation",),
     "llm": ("llm",),
+    # ComfyUI folders Reelgraph lists but does not load from yet
+    "checkpoints": ("checkpoints",),
+    "upscale_models": ("upscale_models",),
+    "vae_approx": ("vae_approx",),
 }
+UNUSED_KINDS = ("checkpoints", "upscale_models", "vae_approx")
 # Aliases accepted as a kind name too, so a node written with ComfyUI's vocabulary still works.
 KIND_ALIASES = {"unet": "diffusion_models", "clip": "text_encoders"}
 
 ENV_ROOTS = "REELGRAPH_MODEL_ROOTS"
+EXTRA_YAML_NAME = "extra_model_paths.yaml"
 APP_NAME = "reelgraph"
 # The folder holding resources/ and workflows/ (the checkout root, or the installed data package):
 # relative sample paths in the example workflows resolve against it. See engine.bundle.
@@ -90,26 +103,85 @@ def fingerprint(path: Path | str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-class ModelPaths:
-    """An ordered list of model roots and the lookups over them."""
+def comfy_models_folder(root: Path) -> Path:
+    """`root/models` when `root` is a ComfyUI install (a `models/` folder and none of the kind
+    folders beside it), else `root` itself."""
+    models = root / "models"
+    if models.is_dir() and not any((root / name).is_dir() for names in KIND_FOLDERS.values()
+                                   for name in names):
+        return models
+    return root
 
-    def __init__(self, roots: Iterable[Path | str]):
+
+def _yaml_next_to(root: Path) -> Path | None:
+    """The extra_model_paths.yaml of the ComfyUI install `root` is (or whose models/ it is)."""
+    for folder in (root, root.parent) if root.name == "models" else (root,):
+        candidate = folder / EXTRA_YAML_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class ModelPaths:
+    """An ordered list of model roots (plus folders from ComfyUI's extra_model_paths.yaml) and
+    the lookups over them. `problems` lists what could not be read (never raised)."""
+
+    def __init__(self, roots: Iterable[Path | str], extra_yaml: Iterable[Path | str] = ()):
+        from engine.models.extra_model_paths import ExtraFolders, read_extra_model_paths
+
         seen: set[Path] = set()
         self.roots: list[Path] = []
-        for root in roots:
-            root = Path(root).expanduser()
+        yamls: list[Path] = [Path(p).expanduser() for p in extra_yaml if str(p).strip()]
+        for given in roots:
+            given = Path(given).expanduser()
+            root = comfy_models_folder(given)
             key = root.resolve() if root.exists() else root.absolute()
             if key not in seen:  # the same folder named twice is searched once
                 seen.add(key)
                 self.roots.append(root)
+            found = _yaml_next_to(given)
+            if found is not None and found not in yamls:
+                yamls.append(found)
+        self.extra = ExtraFolders()
+        for path in yamls:
+            self.extra.merge(read_extra_model_paths(path))
+        self.problems: list[str] = self.extra.problems
 
     def __repr__(self) -> str:
         return f"ModelPaths({[str(r) for r in self.roots]!r})"
 
     def folders(self, kind: str) -> list[Path]:
-        """Every folder (existing or not) searched for `kind`, in search order."""
+        """Every folder (existing or not) searched for `kind`, in search order: the YAML's
+        is_default folders, the roots, then the YAML's other folders."""
         names = KIND_FOLDERS[canonical_kind(kind)]
-        return [root / name for root in self.roots for name in names]
+        found: list[Path] = []
+        for folder in [*(f for n in names for f in self.extra.default.get(n, [])),
+                       *(root / name for root in self.roots for name in names),
+                       *(f for n in names for f in self.extra.folders.get(n, []))]:
+            if folder not in found:
+                found.append(folder)
+        return found
+
+    def inventory(self) -> list[dict[str, object]]:
+        """What every folder holds, for a settings page or `models` listing: one entry per
+        folder searched, {kind, folder, exists, count, used}; folders the YAML names under keys
+        Reelgraph has no kind for (embeddings, controlnet, ...) come last with used False."""
+        rows: list[dict[str, object]] = []
+        for kind in KIND_FOLDERS:
+            for folder in self.folders(kind):
+                names = list(_walk_models(folder, folder)) if folder.is_dir() else []
+                rows.append({"kind": kind, "folder": str(folder), "exists": folder.is_dir(),
+                             "count": len(names), "used": kind not in UNUSED_KINDS})
+        known = {n for names in KIND_FOLDERS.values() for n in names}
+        for source in (self.extra.default, self.extra.folders):
+            for key, folders in source.items():
+                if key in known:
+                    continue
+                for folder in folders:
+                    names = list(_walk_models(folder, folder)) if folder.is_dir() else []
+                    rows.append({"kind": key, "folder": str(folder), "exists": folder.is_dir(),
+                                 "count": len(names), "used": False})
+        return rows
 
     def list(self, kind: str) -> list[str]:
         """Names of the models of `kind` under all roots: relative paths with '/' separators,
@@ -186,12 +258,21 @@ def env_model_roots() -> list[Path]:
     return [Path(p) for p in value.split(os.pathsep) if p.strip()]
 
 
-def default_model_paths(extra_roots: Iterable[Path | str] = ()) -> ModelPaths:
+def default_model_paths(extra_roots: Iterable[Path | str] = (),
+                        extra_yaml: Iterable[Path | str] = ()) -> ModelPaths:
     """Roots in search order: the user data dir, REELGRAPH_MODEL_ROOTS, `extra_roots` (from the
-    config), then the models bundled with the app (resources/models)."""
+    config), then the models bundled with the app (resources/models); plus the folders of the
+    ComfyUI extra_model_paths.yaml files given (and of those next to a ComfyUI root)."""
     roots: list[Path] = [user_models_root(), *env_model_roots(), *(Path(r) for r in extra_roots),
                          bundle.bundled_models_dir()]
-    return ModelPaths(roots)
+    return ModelPaths(roots, extra_yaml)
+
+
+def model_paths_for(settings: object) -> ModelPaths:
+    """The model folders the settings name: `model_roots` and `comfy_extra_model_paths`."""
+    roots = getattr(settings, "model_roots", None) or ()
+    yaml_path = getattr(settings, "comfy_extra_model_paths", "") or ""
+    return default_model_paths(roots, [yaml_path] if yaml_path else ())
 
 
 BUNDLED_MINILM = "all-MiniLM-L6-v2 (bundled)"
