@@ -38,6 +38,7 @@ class FileController(QObject):
     path_changed = Signal(object)  # str | None
     document_loaded = Signal()
     message = Signal(str)
+    import_report = Signal(object)  # engine.comfy ImportReport of a file just imported
 
     def __init__(self, model: GraphModel, undo_stack: QUndoStack, registry: NodeRegistry,
                  dialogs: Dialogs, prefs: StudioPrefs):
@@ -48,7 +49,10 @@ class FileController(QObject):
         self.copy_of: str | None = None  # the template's title while an unsaved copy is open
         self._force_dirty = False  # a restored or dropped document differs from any file
         self.before_save: Callable[[], None] | None = None  # e.g. remember the view in the layout
-        undo_stack.cleanChanged.connect(lambda clean: self.path_changed.emit(self.current_path))
+        undo_stack.cleanChanged.connect(self._clean_changed)  # bound: dropped with this object
+
+    def _clean_changed(self, _clean: bool) -> None:
+        self.path_changed.emit(self.current_path)
 
     # ---- state --------------------------------------------------------------------------------
     def is_dirty(self) -> bool:
@@ -248,8 +252,7 @@ class FileController(QObject):
         self.copy_of = f"{Path(path).stem} (from ComfyUI)"
         self.path_changed.emit(None)
         report = result.report
-        if report.placeholders or report.warnings:
-            self.dialogs.warning("Imported from ComfyUI", report.to_text())
+        self.import_report.emit(report)  # a banner above the canvas (app.import_banner)
         self.message.emit(f"Imported the ComfyUI workflow in {name}: {report.summary()}"
                           if hasattr(report, "summary") else f"Imported the ComfyUI workflow in {name}")
         return True

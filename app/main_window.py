@@ -19,7 +19,8 @@ from typing import Any, Callable
 import shiboken6
 from PySide6.QtCore import QPointF, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QUndoStack
-from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar
+from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QProgressBar,
+                               QVBoxLayout, QWidget)
 
 from engine.config import Settings, save_settings
 from engine.graph_index import GraphIndex
@@ -37,6 +38,8 @@ from app.preview import PreviewPanel
 from app.run_state import NodeRunState
 from app.run_controller import RunController
 from app.run_display import RunDisplay
+from app.history_panel import HistoryPanel
+from app.import_banner import ImportBanner
 from app.scene import GraphScene
 from app.studio_settings import SettingsDialog, StudioPrefs
 from app.view import GraphView
@@ -67,7 +70,14 @@ class MainWindow(QMainWindow):
         self.scene = GraphScene(self.model, self.undo_stack)
         self.editor = self.scene.editor
         self.view = GraphView(self.scene, self.dialogs, self.model_names)
-        self.setCentralWidget(self.view)
+        self.import_banner = ImportBanner()
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.import_banner)
+        column.addWidget(self.view, 1)
+        self.setCentralWidget(central)
         self.files = FileController(self.model, self.undo_stack, registry, self.dialogs, self.prefs)
         self.files.before_save = self._store_view
         self.runs = RunController(client_factory or _default_client_factory(self.settings),
@@ -90,6 +100,8 @@ class MainWindow(QMainWindow):
         self.inspector_dock = self._dock("Inspector", self.inspector, Qt.RightDockWidgetArea)
         self.preview_dock = self._dock("Preview", self.preview, Qt.RightDockWidgetArea)
         self.log_dock = self._dock("Log", self.log_panel, Qt.BottomDockWidgetArea)
+        self.history = HistoryPanel(self.runs, self.preview.show_files, self.open_run_graph)
+        self.history_dock = self._dock("Queue & History", self.history, Qt.BottomDockWidgetArea)
         self.resizeDocks([self.inspector_dock, self.preview_dock], [420, 420], Qt.Vertical)
         self.resizeDocks([self.inspector_dock], [400], Qt.Horizontal)
         self.resizeDocks([self.log_dock], [150], Qt.Vertical)
@@ -117,10 +129,14 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.undo_stack.indexChanged.connect(self._on_edit)
-        self.undo_stack.cleanChanged.connect(lambda _c: self._update_title())
-        self.files.path_changed.connect(lambda _p: self._update_title())
+        # bound methods, not lambdas: Qt drops them with the window, so a signal emitted while
+        # the app tears down (Quit -> Discard) never reaches a deleted window
+        self.undo_stack.cleanChanged.connect(self._update_title)
+        self.files.path_changed.connect(self._update_title)
         self.files.document_loaded.connect(self._on_document_loaded)
         self.files.message.connect(self.show_message)
+        self.files.import_report.connect(self.import_banner.show_report)
+        self.files.document_loaded.connect(self.import_banner.hide)  # before a new report shows
         self.view.status_message.connect(self.show_message)
         self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{round(z * 100)}%"))
         self.view.files_dropped.connect(self._on_drop)
@@ -174,7 +190,9 @@ class MainWindow(QMainWindow):
         self.model.workflow.layout["view"] = {"center": [round(center.x()), round(center.y())],
                                               "zoom": round(self.view.zoom(), 3)}
 
-    def _update_title(self) -> None:
+    def _update_title(self, *_args) -> None:
+        if not shiboken6.isValid(self):
+            return
         self.setWindowTitle(f"{self.files.display_name()}[*] — Reelgraph")
         self.setWindowModified(self.files.is_dirty())
 
@@ -187,6 +205,17 @@ class MainWindow(QMainWindow):
 
     def load_workflow(self, workflow, path: str | None, dirty: bool = False) -> None:
         self.files.set_document(workflow, path, dirty)
+
+    def open_run_graph(self, workflow_json: dict, title: str) -> None:
+        """Re-open the exact graph a past run used, as a new unsaved copy."""
+        from engine.document import workflow_from_json
+
+        if not self.files.maybe_save():
+            return
+        self.files.set_document(workflow_from_json(workflow_json, allow_newer=True), None, dirty=True)
+        self.files.copy_of = f"graph of {title}"
+        self.files.path_changed.emit(None)
+        self.show_message(f"Opened the graph of {title} as a copy")
 
     def model_names(self, kind: str) -> list[str]:
         return default_model_paths(self.settings.model_roots).list(kind)

@@ -37,6 +37,17 @@ class QueuedRun:
     approved_endpoints: tuple[str, ...] = ()
 
 
+@dataclass
+class RunRecord:
+    """One finished run of this session (the History panel and the output gallery)."""
+    run: QueuedRun
+    run_id: str
+    status: str
+    seconds: float
+    files: list[str]
+    finished_at: float = field(default_factory=time.time)
+
+
 def preview_to_frames(array: Any) -> list[QImage]:
     """A preview clip (T, H, W, 3) — or one picture — as owned QImages (empty if malformed)."""
     if hasattr(array, "detach"):
@@ -83,6 +94,7 @@ class RunController(QObject):
     preview_ready = Signal(str, object)  # node id, list[QImage] (the latent preview's frames)
     files_ready = Signal(str, list)  # node id, output file paths
     outputs_ready = Signal(str, object)  # node id, (texts dict, QImage or None)
+    history_changed = Signal()  # a run finished: read history
 
     def __init__(self, client_factory: Callable[[], Any], output_dir: str | None = None,
                  poll_ms: int = 40, parent: QObject | None = None):
@@ -96,6 +108,7 @@ class RunController(QObject):
         self.current_run: QueuedRun | None = None
         self.states: dict[str, NodeRunState] = {}
         self.last_files: dict[str, list[str]] = {}
+        self.history: list[RunRecord] = []  # finished runs of this session, oldest first
         self.last_status = ""
         self._stop_requested_for: str | None = None
         self._last_progress_at: float = 0.0  # when the running node last reported
@@ -154,6 +167,20 @@ class RunController(QObject):
         self.queue_changed.emit(len(self.queue))
         if not self.busy:
             self._submit_next()
+
+    def cancel_queued(self, index: int) -> None:
+        """Drop one waiting run (the running one is stopped with `stop`)."""
+        if 0 <= index < len(self.queue):
+            del self.queue[index]
+            self.queue_changed.emit(len(self.queue))
+
+    def move_queued(self, index: int, delta: int) -> int:
+        """Move a waiting run up (-1) or down (+1); returns its new index."""
+        target = max(0, min(len(self.queue) - 1, index + delta))
+        if 0 <= index < len(self.queue) and target != index:
+            self.queue.insert(target, self.queue.pop(index))
+            self.queue_changed.emit(len(self.queue))
+        return target
 
     def clear_queue(self) -> int:
         n = len(self.queue)
@@ -308,6 +335,11 @@ class RunController(QObject):
         if status == "done" and report is not None:
             text += f" in {report.seconds:.1f} s"
         self.log.emit(level, text)
+        if self.current_run is not None:
+            files = list(report.outputs) if report is not None else []
+            self.history.append(RunRecord(self.current_run, event.run_id, status,
+                                          report.seconds if report is not None else 0.0, files))
+            self.history_changed.emit()
         self.current, self.current_run = None, None
         self._stop_requested_for = None
         self._escalate.stop()

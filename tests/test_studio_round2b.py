@@ -195,3 +195,91 @@ def test_link_count_follows_every_edit(qtbot, make_window):
     assert window.count_label.text() == "2 nodes · 1 links"
     window.undo_stack.undo()  # the connect
     assert window.count_label.text().endswith("· 0 links")
+
+
+def test_quit_discard_prints_no_traceback(tmp_path):
+    """Closing with unsaved work and answering Discard, then quitting, is silent on stderr."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "quit.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from PySide6.QtCore import QTimer
+from app.main import create_app
+from app.main_window import MainWindow
+from app.autosave import RecoveryStore
+from app.studio_settings import StudioPrefs
+from engine.config import Settings
+from engine.registry import default_registry
+from tests.conftest_qt import ScriptedDialogs
+
+if __name__ == "__main__":
+    app = create_app()
+    w = MainWindow(default_registry(), Settings(output_dir={str(tmp_path)!r}), StudioPrefs(path=None),
+                   RecoveryStore({str(tmp_path / 'rec')!r}),
+                   dialogs=ScriptedDialogs(save_discard_cancel="discard"), persist_settings=False)
+    w.show()
+    w.editor.add_node("Recaption", (0, 0))  # unsaved work
+    QTimer.singleShot(200, lambda: (w.close(), QTimer.singleShot(200, app.quit)))
+    app.exec()
+    print("closed")
+""")
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert "closed" in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+# ---- 8. queue, history, gallery ------------------------------------------------------------------
+
+def test_queue_reorder_cancel_history_and_gallery(qtbot, make_window):
+    window = make_window()
+    ed = window.editor
+    ids = _delay_graph(window, steps=4, step_seconds=0.2)
+    grad, save = ed.add_node("ImageGradient", (0, 300)), ed.add_node("SaveImage", (300, 300))
+    ed.set_input(grad, "width", 40)
+    ed.set_input(grad, "height", 24)
+    ed.connect(grad, "image", save, "images")
+    window.run_to([ids["delay"]])  # running
+    window.run_to([save])  # queued 1
+    ed.set_input(ids["int"], "value", 7)
+    window.run_to([ids["delay"]])  # queued 2
+    panel = window.history
+    assert window.runs.queue[1].workflow["nodes"][ids["int"]]["inputs"]["value"] == 7
+    panel.queue_list.setCurrentRow(2)  # row 0 is the running one
+    panel.move_selected(-1)
+    assert [r.targets for r in window.runs.queue] == [[ids["delay"]], [save]]
+    panel.queue_list.setCurrentRow(1)
+    panel.cancel_selected()
+    assert [r.targets for r in window.runs.queue] == [[save]]
+    assert "queued" in window.run_label.text()
+    wait_until(qtbot, lambda: not window.runs.busy and len(window.runs.history) == 2, 60)
+    assert [r.status for r in window.runs.history] == ["done", "done"]
+    assert panel.history_list.count() == 2 and panel.gallery.count() == 1
+    picture = panel.gallery.item(0)
+    assert picture.data(0x0100).endswith(".png")
+    mime = panel.gallery.mimeData([picture])
+    assert mime.urls()[0].toLocalFile() == picture.data(0x0100)  # drags out as a file
+    panel.gallery.itemClicked.emit(picture)
+    assert window.preview.view.image is not None
+    # re-open the exact graph of the first run: Int was still 0 then
+    panel.history_list.setCurrentRow(1)
+    window.undo_stack.setClean()
+    panel.open_selected()
+    assert window.model.workflow.nodes[ids["int"]].inputs.get("value", 0) == 0
+    assert "graph of" in window.files.display_name()
+
+
+def test_comfy_import_report_shows_in_a_dismissible_banner(qtbot, make_window, tmp_path):
+    root = Path(__file__).resolve().parent
+    source = root / "data" / "comfy" / "wan21_t2v_ui10.json"
+    window = make_window()
+    assert window.files.open(str(source))
+    banner = window.import_banner
+    assert banner.isVisible() and "Imported from ComfyUI" in banner.summary.text()
+    assert "mapped" in banner.summary.text()
+    banner.close_button.click()
+    assert not banner.isVisible()
