@@ -59,11 +59,24 @@ class ImportReport:
                 f"{len(self.mapped)} node(s) mapped, {len(self.placeholders)} placeholder(s), "
                 f"{len(self.warnings)} warning(s)")
 
-    def to_text(self) -> str:
+    def summary_line(self) -> str:
+        """One line for a banner: how the import went, without the file name."""
+        if self.placeholders:
+            head = f"Imported from ComfyUI with {len(self.placeholders)} placeholder node(s)"
+        else:
+            head = "Imported from ComfyUI: every node mapped"
+        return (f"{head} ({self.format or 'workflow'}; {len(self.mapped)} node(s), "
+                f"{len(self.warnings)} warning(s))")
+
+    def lines(self, levels: tuple[str, ...] = LEVELS) -> list[str]:
+        """The report's entries, placeholders first, then warnings, then info: one line each,
+        for a banner's details or a tooltip."""
         order = {lvl: i for i, lvl in enumerate(LEVELS)}
-        lines = [self.summary()]
-        lines += [f"  {e}" for e in sorted(self.entries, key=lambda e: order.get(e.level, 9))]
-        return "\n".join(lines)
+        return [str(e) for e in sorted(self.entries, key=lambda e: order.get(e.level, 9))
+                if e.level in levels]
+
+    def to_text(self) -> str:
+        return "\n".join([self.summary(), *(f"  {line}" for line in self.lines())])
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "origin": self.origin, "format": self.format,
