@@ -37,6 +37,12 @@ class Settings:
     model_ram_bytes: int = 0  # loaded models kept in RAM between runs; 0 = automatic
     disk_cache_bytes: int = 20 << 30
     device: str = ""  # "" = automatic (cuda when present)
+    # memory and speed (engine.memory): budgets the residency planner plans within
+    vram_budget_bytes: int = 0  # GPU memory the engine may use; 0 = what the card has free
+    ram_budget_bytes: int = 0  # RAM for running (pinned copies, activations); 0 = MemAvailable
+    block_swap_blocks: int = -1  # DiT blocks streamed from RAM: -1 = automatic, 0 = never, N
+    batch_cfg: str = "auto"  # cond + uncond in one call: "auto" (when memory allows), "on", "off"
+    compile_blocks: bool = False  # torch.compile the DiT's transformer blocks (slow first step)
     # remote endpoints a graph may name, {name: {base_url, api_key_env}} (engine.providers):
     # the key's environment variable is chosen here, never by a workflow
     providers: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -99,7 +105,8 @@ _FIELD_KINDS = {"model_roots": "paths", "node_packs": "paths", "cache_dir": "pat
                 "comfy_extra_model_paths": "path",
                 "output_dir": "path", "input_dir": "path", "ram_cache_bytes": "bytes",
                 "model_ram_bytes": "bytes", "disk_cache_bytes": "bytes", "device": "device",
-                "providers": "providers"}
+                "providers": "providers", "vram_budget_bytes": "bytes", "ram_budget_bytes": "bytes",
+                "block_swap_blocks": "blocks", "batch_cfg": "batch_cfg", "compile_blocks": "bool"}
 _DEVICE = re.compile(r"(|auto|cpu|mps|cuda(:\d+)?)")
 
 
@@ -115,6 +122,13 @@ def _value_problem(kind: str, value: Any) -> str:
             return "must be a whole number of bytes (0 = automatic)"
     elif kind == "device" and not (isinstance(value, str) and _DEVICE.fullmatch(value)):
         return "must be one of '', 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+    elif kind == "blocks":
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            return "must be a whole number of blocks: -1 = automatic, 0 = never swap, N = swap N"
+    elif kind == "batch_cfg" and value not in ("auto", "on", "off"):
+        return "must be 'auto', 'on' or 'off'"
+    elif kind == "bool" and not isinstance(value, bool):
+        return "must be true or false"
     return ""
 
 

@@ -8,6 +8,10 @@ Invariants:
   the duration of a call and back afterwards. It nests: an inner `on_device` for the device the
   module is already on does nothing, so a sampler can hold a model on the GPU for a whole loop while
   each `predict_velocity` call inside stays correct on its own.
+- The moving is the model manager's (engine.memory.manager): it evicts idle models from the GPU
+  when a newcomer would not fit the VRAM budget, and offloads without copying back (parameters
+  return to their CPU tensors: pinned when they fit, else the loader's mmap-backed ones). With
+  `offload=False` a model stays on the GPU after the block, until the manager needs the room.
 """
 
 from __future__ import annotations
@@ -60,18 +64,18 @@ def module_device(module: torch.nn.Module) -> torch.device:
 @contextlib.contextmanager
 def on_device(module: torch.nn.Module, device: torch.device | str,
               offload: bool = True) -> Iterator[torch.nn.Module]:
-    """Hold `module` on `device` inside the block; move it back to the CPU afterwards when
+    """Hold `module` on `device` inside the block; offload it to the CPU afterwards when
     `offload` (and it was moved here). Nested uses for the same device cost nothing."""
-    target = _normalise(torch.device(device))
-    start = module_device(module)
-    if start == target:
-        yield module
-        return
-    module.to(target)
-    try:
-        yield module
-    finally:
-        if offload:
-            module.to(start)
-            if target.type == "cuda":
-                torch.cuda.empty_cache()  # let the next model use the memory this one held
+    from engine.memory.manager import MANAGER
+
+    with MANAGER.use(module, _normalise(torch.device(device)), offload) as held:
+        yield held
+
+
+def offload(module: torch.nn.Module) -> None:
+    """Send `module` back to the CPU now if the model manager holds it on an accelerator."""
+    from engine.memory.manager import MANAGER
+
+    entry = MANAGER.entries.get(id(module))
+    if entry is not None and not entry.in_use:
+        MANAGER._evict(entry)

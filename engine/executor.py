@@ -39,6 +39,7 @@ from engine.events import (EventSink, LogMessage, NodeCached, NodeDone, NodeFail
                            null_sink)
 from engine.file_identity import FileHasher
 from engine.input_files import locate_input_file
+from engine.memory import oom
 from engine.planner import Plan, Planner
 from engine.registry import NodeRegistry
 from engine.run_api import (CachePolicy, LogEntry, LogLevel, NodeRecord, NodeStatus, RunError,
@@ -360,6 +361,9 @@ class _Run:
         except Exception as exc:
             ctx.release_claims()
             message = str(exc) if isinstance(exc, NodeError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, NodeError) and oom.is_out_of_memory(exc):
+                message = oom.out_of_memory_message(exc, spec.name)
+                oom.recover()  # idle device copies go; models in the RAM tier stay loaded
             if isinstance(exc, NodeError) and exc.input:
                 message = f"input {exc.input!r}: {message}"
             tb = traceback.format_exc()

@@ -20,7 +20,13 @@ diffusers schedule with `shift` (today's and every older graph's behaviour). "si
 Invariants:
 - All update math runs in float32 on the CPU tensors the model protocol returns.
 - Classifier-free guidance v = v_neg + cfg * (v_pos - v_neg); cfg == 1 makes exactly one model call
-  per step (the negative pass is skipped), otherwise two.
+  per step (the negative pass is skipped), otherwise two, or one call on a doubled batch (cond
+  and uncond together) when cfg is batched: `batch_cfg` True / False forces it, None lets the
+  model's memory plan decide (engine.memory.planner: batched when it fits; a model without a
+  `plan_memory` runs the two calls). Prompts of different token lengths always run as two calls
+  (padding would change what the model attends to).
+- Before an expert is first loaded, a model with `plan_memory` (WanDiT, also under LoRAs) plans
+  its residency for this latent: whole on the device or block swap (engine.memory).
 - Two experts (Wan 2.2 A14B): the step at model timestep t uses `model` and `cfg` while
   t >= boundary * 1000 and `model_low_noise` and `cfg_low_noise` after, as diffusers' WanPipeline with
   `transformer_2` and `boundary_ratio`. One scheduler runs across the switch (multistep history is
@@ -378,7 +384,7 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
            start_step: int = 0, end_step: int = -1, add_noise: bool = True,
            return_with_leftover_noise: bool = False,
            model_low_noise: DiffusionModel | None = None, boundary: float | None = None,
-           cfg_low_noise: float | None = None) -> Latent:
+           cfg_low_noise: float | None = None, batch_cfg: bool | None = None) -> Latent:
     """Denoise `latent` with `model` under `cond`; returns a clean Latent (meta["sigma"] = 0), or,
     for a step range that stops early with `return_with_leftover_noise`, the noisy latent with
     meta["sigma"] = its noise level.
@@ -389,6 +395,8 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
     `model_low_noise` (Wan 2.2 A14B's second expert) takes the steps with timestep below
     `boundary` * 1000 (None: `default_boundary(model)`) with guidance `cfg_low_noise` (None: cfg).
     `progress(step, total, x0)` gets the current clean estimate (B, C, T', H', W') after each step.
+    `batch_cfg`: None (automatic, from the memory plan), True / False: cond and uncond in one call
+    of a doubled batch, or in two calls.
     """
     cfg_low = cfg if cfg_low_noise is None else float(cfg_low_noise)
     _check_args(steps, cfg, shift, denoise, cfg_low)
@@ -432,6 +440,7 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
     text = _text_inputs(cond, batch, cfg if cfg != 1.0 else cfg_low if guided else 1.0)
     _check_finite_inputs(x0, known, text, image_latent)
     residency = _Residency()
+    batched: dict[int, bool] = {}  # id(expert) -> cfg batched (planned when first used)
     try:
         with torch.no_grad():
             for i, t in enumerate(timesteps):
@@ -439,6 +448,9 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
                     check_interrupt()
                 high = model_low_noise is None or float(t) >= boundary * NUM_TRAIN_TIMESTEPS
                 expert, scale = (model, cfg) if high else (model_low_noise, cfg_low)
+                if id(expert) not in batched:  # plan before the expert is loaded
+                    batched[id(expert)] = _plan_memory(expert, tuple(x.shape), scale != 1.0,
+                                                       batch_cfg, text)
                 residency.use(expert)  # the other expert leaves the device first
                 s = sigmas[i]
                 x_in, timestep = x, t.expand(batch).clone()  # timestep (B,)
@@ -448,7 +460,8 @@ def sample(model: DiffusionModel, latent: Latent, cond: Conditioning, *, steps: 
                     timestep = t * (~mask.view(batch, frames)).float()
                 elif mask is not None:
                     x_in = torch.where(mask, (1.0 - s) * known + s * noise, x)
-                v = _guided_velocity(expert, x_in, timestep, text, scale, image_latent)
+                v = _guided_velocity(expert, x_in, timestep, text, scale, image_latent,
+                                     batched[id(expert)])
                 if (bad := non_finite(v)) is not None:  # one reduction per step
                     raise NodeError(f"{model_label(expert, 'DiT')} produced {bad} at step {i + 1} of "
                                     f"{len(timesteps)}: {non_finite_fix(expert)}",
@@ -611,10 +624,42 @@ def _text_inputs(cond: Conditioning, batch: int, cfg: float) -> dict[str, torch.
     return out
 
 
+def _plan_memory(model: Any, shape: tuple[int, ...], guided: bool, batch_cfg: bool | None,
+                 text: dict[str, torch.Tensor | None]) -> bool:
+    """Whether `model`'s guidance runs as one batched call; a model with `plan_memory` (found
+    through LoRA wrappers' `base`) also plans its residency for latents of `shape` here."""
+    owner, lora_bytes = model, 0
+    while not callable(getattr(owner, "plan_memory", None)) and getattr(owner, "base", None) is not None:
+        lora_bytes += int(getattr(owner, "nbytes", 0) or 0)  # LoRA tensors staged on the device
+        owner = owner.base
+    planner = getattr(owner, "plan_memory", None)
+    batched = bool(batch_cfg)
+    if callable(planner):
+        batched = bool(planner(shape, guided, lora_bytes=lora_bytes, batch_cfg=batch_cfg).batch_cfg)
+    same_length = (text.get("neg") is None or text["pos"] is None
+                   or text["pos"].shape[1:] == text["neg"].shape[1:])
+    return guided and batched and same_length
+
+
 def _guided_velocity(model: DiffusionModel, x: torch.Tensor, timestep: torch.Tensor,
                      text: dict[str, torch.Tensor | None], cfg: float,
-                     image_latent: torch.Tensor | None) -> torch.Tensor:
-    """(B, C, T', H', W') velocity with classifier-free guidance, in float32."""
+                     image_latent: torch.Tensor | None, batched: bool = False) -> torch.Tensor:
+    """(B, C, T', H', W') velocity with classifier-free guidance, in float32; `batched`: cond and
+    uncond as one call of batch 2B (the model sees them stacked, positive first)."""
+    if cfg != 1.0 and batched:
+        b = x.shape[0]
+        masks = [text["pos_mask"], text["neg_mask"]]
+        if any(m is not None for m in masks):
+            masks = [m if m is not None else torch.ones(text[k].shape[:2])
+                     for m, k in zip(masks, ("pos", "neg"))]
+            mask = torch.cat([m.reshape(b, -1).to(masks[0].dtype) for m in masks])
+        else:
+            mask = None
+        two = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
+        v = _velocity(model, two(x), two(timestep), torch.cat([text["pos"], text["neg"]]), mask,
+                      two(image_latent), two(text["image"]))
+        v_pos, v_neg = v[:b], v[b:]
+        return v_neg + cfg * (v_pos - v_neg)
     v_pos = _velocity(model, x, timestep, text["pos"], text["pos_mask"], image_latent, text["image"])
     if cfg == 1.0:
         return v_pos

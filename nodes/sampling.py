@@ -161,14 +161,17 @@ class DiTDenoise(NodeType):
             from engine.previews import clip_preview; frame = clip_preview(x0[0])  # noqa: E702 - issue 18: whole clip (T', H', W', 3), per-family latent->RGB
             ctx.progress(step / total, f"step {step}/{total}", frame.unsqueeze(0))
 
-        out = sample(model, latent, conditioning, steps=steps, cfg=cfg, shift=shift,
-                     sampler=sampler, seed=seed, denoise=denoise, progress=progress,
-                     check_interrupt=ctx.check_interrupt, scheduler=scheduler,
-                     start_step=start_step, end_step=end_step, add_noise=add_noise,
-                     return_with_leftover_noise=return_with_leftover_noise,
-                     model_low_noise=model_low_noise,
-                     boundary=None if boundary == -1.0 else boundary,
-                     cfg_low_noise=None if cfg_low_noise == -1.0 else cfg_low_noise)
+        from engine.memory import settings_scope
+
+        with settings_scope(ctx.settings):  # VRAM budget, block swap, batch_cfg, compile
+            out = sample(model, latent, conditioning, steps=steps, cfg=cfg, shift=shift,
+                         sampler=sampler, seed=seed, denoise=denoise, progress=progress,
+                         check_interrupt=ctx.check_interrupt, scheduler=scheduler,
+                         start_step=start_step, end_step=end_step, add_noise=add_noise,
+                         return_with_leftover_noise=return_with_leftover_noise,
+                         model_low_noise=model_low_noise,
+                         boundary=None if boundary == -1.0 else boundary,
+                         cfg_low_noise=None if cfg_low_noise == -1.0 else cfg_low_noise)
         return {"latent": out}
 
     @staticmethod

@@ -2,8 +2,10 @@
 
 Thin over the VideoAutoencoder protocol (engine.models.interfaces). Decoding is causal and runs
 one latent frame at a time, so a long clip decodes in bounded memory; `tile_size` also splits each
-frame into overlapping tiles for sizes that do not fit at once. Both report progress per chunk and
-stop promptly when the run is interrupted.
+frame into overlapping tiles for sizes that do not fit at once. VAEDecode's tile_size 0 is
+"automatic": whole frames when the estimated working memory fits what is free on the VAE's device,
+else the largest tile that fits (engine.memory.planner.plan_vae_tile); an explicit size wins.
+Both report progress per chunk and stop promptly when the run is interrupted.
 """
 
 from __future__ import annotations
@@ -58,11 +60,18 @@ class VAEDecode(NodeType):
     """Decode latents into a video (frames 4n+1 from n+1 latent frames), keeping the latent's fps.
 
     A batch of several latents decodes into one video with the clips played back to back.
+    tile_size 0 decodes whole frames when they fit in free memory and tiles automatically when
+    they do not; a non-zero size always tiles with it.
     """
 
     spec = NodeSpec(
         name="VAEDecode", display_name="VAE Decode", category="vae", description=__doc__,
-        inputs=(Input("latent", S.LATENT), Input("vae", S.VAE), *_TILE_INPUTS),
+        inputs=(Input("latent", S.LATENT), Input("vae", S.VAE),
+                Input("tile_size", S.INT, 0, min=0, max=4096, step=16,
+                      tooltip="spatial tile in pixels (multiple of 16); 0 = automatic: whole "
+                              "frames when they fit in free memory, else the largest tile that "
+                              "fits"),
+                _TILE_INPUTS[1]),
         outputs=(Output("video", S.VIDEO),),
     )
 
@@ -76,12 +85,22 @@ class VAEDecode(NodeType):
             raise NodeError(f"the latent has {samples.shape[1]} channels but this VAE decodes "
                             f"{vae.grid.channels}; decode with the VAE the latent was made with",
                             input="vae")
+        from engine.memory import settings_scope
+
         items = samples.shape[0]
         clips = []
-        for b in range(items):
-            report = _reporter(ctx, "decoding", start=b / items, span=1 / items)
-            clips.append(vae.decode(samples[b:b + 1], progress=report, tile=tile_size or None,
-                                    tile_overlap=tile_overlap)[0])  # (T, H, W, 3)
+        with settings_scope(ctx.settings):
+            tile = tile_size
+            auto = getattr(vae, "auto_tile", None)
+            if not tile and callable(auto):
+                tile = auto(samples[:1], tile_overlap)
+                if tile:
+                    ctx.log("info", f"VAE decode tiled automatically at {tile} px: whole frames "
+                                    "would not fit in free memory")
+            for b in range(items):
+                report = _reporter(ctx, "decoding", start=b / items, span=1 / items)
+                clips.append(vae.decode(samples[b:b + 1], progress=report, tile=tile or None,
+                                        tile_overlap=tile_overlap)[0])  # (T, H, W, 3)
         return {"video": Video(frames=torch.cat(clips, dim=0), fps=float(latent.fps))}
 
 

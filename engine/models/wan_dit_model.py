@@ -10,13 +10,26 @@ Invariants of `WanDiT.predict_velocity`:
 - What the network outputs is its `prediction_type`: "flow_prediction" (the velocity, every Wan
   release) or "sample" (the clean latent x0, as in JiT and the x0 runs of training/); a sample
   prediction is turned into the velocity (x_t - x0) / sigma here, so samplers see one contract.
+
+Memory and speed (engine.memory):
+- `plan_memory(latent_shape, guided)` asks the residency planner how the next `loaded()` runs under
+  the current budgets and settings: the whole module on the device (through the model manager,
+  which evicts idle models first), or block swap with the planned number of blocks streamed; it
+  also says whether cfg may be batched. Without a plan, `loaded()` holds the whole module.
+- Attention is diffusers' Wan processor, which calls `F.scaled_dot_product_attention`; nothing
+  here restricts SDPA's backends, so on CUDA it picks flash / memory-efficient / cuDNN itself.
+- `compile_blocks` (a setting, off by default) compiles each transformer block with torch.compile
+  the first time the model is loaded; the first call's time (which includes compiling) is logged.
+  It is skipped under block swap, whose hooks wrap each block's forward.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -26,6 +39,8 @@ from engine.errors import NodeError
 from engine.models.detect import PREDICTION_TYPES, TEXT_CONTEXT_LEN
 from engine.models.interfaces import ModelInfo
 from engine.models.safe_load import ModelLoadError
+
+_LOG = logging.getLogger("reelgraph.memory")
 
 
 class WanDiT:
@@ -52,15 +67,81 @@ class WanDiT:
         self.device = device
         self.policy = policy
         self.offload = offload
+        self.memory_plan: Any = None  # engine.memory.planner.DiTPlan for the next loaded()
+        self._streaming = False  # inside a block-swap loaded(): the hooks move the weights
+        self._compiled = False
+        self.compile_seconds: float | None = None  # first call after compiling (includes it)
 
     def __repr__(self) -> str:
         return f"WanDiT({self.info.family}, {self.info.path!r}, {self.policy.name} on {self.device})"
 
+    def footprint(self, name: str | None = None) -> Any:
+        """The planner's view of this model (engine.memory.planner.Footprint)."""
+        from engine.memory.planner import Footprint
+        from engine.memory.sizes import module_bytes
+
+        blocks = list(getattr(self.module, "blocks", []))
+        cfg = self.module.config
+        quantised = [m.weight.nelement() for m in self.module.modules()
+                     if getattr(m, "quantized_weights", False)]
+        return Footprint(name=name or str(self), role="dit", weight_bytes=module_bytes(self.module),
+                         block_bytes=max((module_bytes(b) for b in blocks), default=0),
+                         blocks=len(blocks),
+                         hidden=int(cfg.num_attention_heads) * int(cfg.attention_head_dim),
+                         ffn=int(cfg.ffn_dim), compute_bytes=torch.tensor([], dtype=self.policy.compute).element_size(),
+                         largest_layer=max(quantised, default=0))
+
+    def plan_memory(self, latent_shape: tuple[int, ...], guided: bool, *, lora_bytes: int = 0,
+                    batch_cfg: bool | None = None) -> Any:
+        """Plan the next `loaded()` for latents of `latent_shape` (B, C, T', H', W') under the
+        current budgets (engine.memory.budget); returns the DiTPlan and keeps it."""
+        from engine.memory.budget import current_settings, detect_budgets
+        from engine.memory.planner import Job, plan_dit
+
+        settings = current_settings()
+        b, _, t, h, w = latent_shape
+        job = Job(width=w, height=h, frames=t, batch=b, cfg=5.0 if guided else 1.0, spatial=1,
+                  temporal=1, patch=self.patch_size)
+        if batch_cfg is None and settings.batch_cfg != "auto":
+            batch_cfg = settings.batch_cfg == "on"
+        self.memory_plan = plan_dit(self.footprint(), job, detect_budgets(self.device, settings),
+                                    lora_bytes=lora_bytes, swap_blocks=settings.block_swap_blocks,
+                                    batch_cfg=batch_cfg)
+        return self.memory_plan
+
     @contextlib.contextmanager
     def loaded(self) -> Iterator["WanDiT"]:
-        """Keep the weights on the device for a whole sampling loop."""
-        with on_device(self.module, self.device, self.offload):
-            yield self
+        """Keep the weights on the device for a whole sampling loop: whole, or with the planned
+        number of blocks streamed (block swap)."""
+        plan = self.memory_plan
+        if self._streaming or plan is None or not plan.block_swap:
+            self._maybe_compile()
+            with on_device(self.module, self.device, self.offload):
+                yield self
+            return
+        from engine.memory.block_swap import block_swap
+        from engine.memory.manager import MANAGER
+
+        MANAGER.make_room(plan.peak_bytes, self.device)
+        _LOG.info("%s: block swap, %d of %d blocks streamed", self, plan.swapped_blocks,
+                  plan.swapped_blocks + plan.resident_blocks)
+        with block_swap(self.module, self.device, plan.swapped_blocks,
+                        pin=MANAGER._may_pin(plan.swapped_blocks * self.footprint().block_bytes)):
+            self._streaming = True
+            try:
+                yield self
+            finally:
+                self._streaming = False
+
+    def _maybe_compile(self) -> None:
+        from engine.memory.budget import current_settings
+
+        if self._compiled or not current_settings().compile_blocks:
+            return
+        for block in getattr(self.module, "blocks", []):
+            block.compile()  # lazily: compiled on the first call
+        self._compiled = True
+        self.compile_seconds = -1.0  # the next call measures it
 
     @torch.no_grad()
     def predict_velocity(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
@@ -80,7 +161,11 @@ class WanDiT:
             raise NodeError(f"{self.info.family} model {Path(self.info.path).name} needs CLIP image "
                             "embeddings (image_embeds) besides the image latent: connect a CLIP "
                             "Vision Encode to Wan Image To Video (clip_vision_start)")
-        with on_device(self.module, self.device, self.offload):
+        first_compiled = self.compile_seconds == -1.0
+        started = time.perf_counter()
+        held = (contextlib.nullcontext() if self._streaming
+                else on_device(self.module, self.device, self.offload))
+        with held:
             dtype = self.policy.compute
             out = self.module(
                 hidden_states=x.to(self.device, dtype),
@@ -91,6 +176,10 @@ class WanDiT:
                 return_dict=False,
             )[0]
         out = out.float().cpu()  # (B, out_channels, T, H, W)
+        if first_compiled:
+            self.compile_seconds = time.perf_counter() - started
+            _LOG.warning("torch.compile of %d transformer blocks: the first call took %.1f s "
+                         "(compiling included)", len(self.module.blocks), self.compile_seconds)
         if self.prediction_type == "sample":
             out = self._velocity_from_sample(noisy.float(), out, timestep, batch, frames)
         return out
