@@ -141,7 +141,7 @@ class ModelManager:
                  for c, k, o, d in original]
         try:
             for container, key, obj, data in saved:
-                _replace(container, key, obj, data.to(device, non_blocking=pin))
+                _replace(container, key, obj, data.to(device, non_blocking=pin, copy=True))
             if pin:
                 torch.cuda.current_stream(device).synchronize()
         except BaseException:
