@@ -101,7 +101,7 @@ class MainWindow(QMainWindow):
         self.preview_dock = self._dock("Preview", self.preview, Qt.RightDockWidgetArea)
         self.log_dock = self._dock("Log", self.log_panel, Qt.BottomDockWidgetArea)
         self.history = HistoryPanel(self.runs, self.preview.show_files, self.open_run_graph)
-        self.history_dock = self._dock("Queue & History", self.history, Qt.BottomDockWidgetArea)
+        self.history_dock = self._dock("Queue · History", self.history, Qt.BottomDockWidgetArea)
         self.resizeDocks([self.inspector_dock, self.preview_dock], [420, 420], Qt.Vertical)
         self.resizeDocks([self.inspector_dock], [400], Qt.Horizontal)
         self.resizeDocks([self.log_dock], [150], Qt.Vertical)
@@ -249,8 +249,11 @@ class MainWindow(QMainWindow):
         input_file = self.run_display.input_file(node_id)  # LoadImage / LoadVideo
         if not files and input_file:
             files = [input_file]
+        texts = self.runs.states.get(node_id, NodeRunState()).texts
         if files:
             self.preview.show_files(self._node_title(node_id), files)
+        elif texts:  # a text node (Recaption): its output, readable where pictures show
+            self.preview.clear("\n\n".join(texts.values()))
         else:
             self.preview.clear("No image or video output yet — run the graph")
 

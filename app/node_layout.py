@@ -118,7 +118,7 @@ def layout_node(node: NodeInstance, spec: NodeSpec | None, layout: dict[str, Any
         lines = min(TEXT_LINES, max(1, fm.boundingRect(0, 0, int(box_w), 10_000,
                                                         int(Qt.TextWordWrap), text).height()
                                  // max(1, fm.lineSpacing())))
-        g.text_rect = QRectF(theme.PAD + 4, y + 4, box_w, lines * fm.lineSpacing() + 8)
+        g.text_rect = QRectF(theme.PAD + 4, y + 4, box_w, lines * fm.lineSpacing() + 12)
         y += g.text_rect.height() + 8
     g.footer = failure
     if failure:
