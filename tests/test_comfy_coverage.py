@@ -79,7 +79,7 @@ def test_batch_takes_a_comfy_file_report_first(tmp_path, capsys):
     ('{"version": 0.4, "nodes": "x", "links": []}', "nodes"),  # wrong types
     ('{"1": {"class_type": "KSampler", "inputs": {"model": ["9", 0]}}}', "missing node 9"),
     ('{"1": {"class_type": "Reroute", "inputs": {"x": ["2", 0]}}, '
-     '"2": {"class_type": "Reroute", "inputs": {"x": ["1", 0]}}}', ""),  # a link loop
+     '"2": {"class_type": "Reroute", "inputs": {"x": ["1", 0]}}}', "link loop"),
 ])
 def test_batch_refuses_a_damaged_comfy_file(tmp_path, capsys, text, expected):
     src = tmp_path / "bad.json"

@@ -71,6 +71,10 @@ def import_comfy_data(data: Any, registry: Any = None, model_paths: Any = None, 
         raise ComfyImportError("the workflow is nested too deeply", source) from None
     except Exception as exc:  # defensive: a hostile file never surfaces as a traceback
         raise ComfyImportError(f"malformed ComfyUI workflow ({type(exc).__name__}: {exc})", source) from None
+    loop = _loop(workflow)
+    if loop:  # ComfyUI refuses these too; a Reelgraph graph must be acyclic
+        raise ComfyImportError(f"link loop through ComfyUI nodes {', '.join(loop[:10])}"
+                               f"{' ...' if len(loop) > 10 else ''}", source)
     workflow.meta["title"] = Path(source).stem if source else "Imported from ComfyUI"
     workflow.meta["comfy_import"] = {"source": Path(source).name, "origin": origin,
                                      "format": report.format,
@@ -81,6 +85,31 @@ def import_comfy_data(data: Any, registry: Any = None, model_paths: Any = None, 
     except WorkflowError as exc:
         raise ComfyImportError([str(p) for p in exc.problems], source) from None
     return ImportResult(workflow, report)
+
+
+def _loop(workflow: Any) -> list[str]:
+    """The ComfyUI ids of the nodes on a link loop (Kahn's algorithm leaves them), or []."""
+    deps = {nid: set() for nid in workflow.nodes}
+    for link in workflow.links:
+        if link.to_node in deps and link.from_node in deps:
+            deps[link.to_node].add(link.from_node)
+    ready = [nid for nid, d in deps.items() if not d]
+    users: dict[str, list[str]] = {}
+    for nid, d in deps.items():
+        for src in d:
+            users.setdefault(src, []).append(nid)
+    left = {nid: len(d) for nid, d in deps.items()}
+    while ready:
+        for user in users.get(ready.pop(), ()):
+            left[user] -= 1
+            if left[user] == 0:
+                ready.append(user)
+    stuck = [nid for nid, n in left.items() if n > 0]
+    ids = []
+    for nid in stuck:
+        comfy = workflow.nodes[nid].extra.get("comfy")
+        ids.append(str(comfy.get("id")) if isinstance(comfy, dict) and comfy.get("id") else nid)
+    return sorted(set(ids))
 
 
 def looks_like_comfy_file(path: str | Path) -> bool:
