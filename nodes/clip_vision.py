@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.choices import TEXT_ENCODER_DTYPE_CHOICES
+from engine.choices import CLIP_VISION_DTYPE_CHOICES as TEXT_ENCODER_DTYPE_CHOICES
 from engine.context import ExecutionContext
 from engine.schema import Input, NodeSpec, NodeType, Output
 from engine.sockets import SocketType as S

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.choices import DTYPE_CHOICES
+from engine.choices import DEVICE_CHOICES, DTYPE_CHOICES
 from engine.context import ExecutionContext
 from engine.errors import NodeError
 from engine.models.interfaces import ModelInfo
@@ -26,6 +26,20 @@ def resolve_model(ctx: ExecutionContext, kind: str, name: str, input_name: str) 
         return ctx.model_paths.resolve(kind, name)
     except NodeError as exc:
         raise NodeError(str(exc), input=input_name) from None
+
+
+def loader_device(ctx: ExecutionContext, device: str) -> Any:
+    """The device a loader's model computes on: the run's for "auto", else the one forced (e.g. a
+    text encoder on the CPU beside a DiT on the GPU); a NodeError on the `device` input when it is
+    not available."""
+    if device in ("", "auto"):
+        return ctx.device
+    from engine.devices import pick_device
+
+    try:
+        return pick_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise NodeError(str(exc), input="device") from None
 
 
 def record_model(ctx: ExecutionContext, info: ModelInfo) -> None:
@@ -44,12 +58,14 @@ class LoadDiT(NodeType):
     The architecture, variant and key layout (Wan original, ComfyUI or diffusers) are detected
     from the file. Files: fp32/fp16/bf16 and fp8 (e4m3fn, e5m2) safetensors, ComfyUI's
     *_fp8_scaled files, and GGUF files (Q8_0, Q6_K, Q5_K, Q4_K and the other llama.cpp types
-    city96's Wan GGUFs use). dtype: auto = bf16 on a GPU, fp32 on the CPU; fp32/fp16/bf16 compute
-    in that precision, and fp8 files are dequantised (weight x scale) once while loading; fp8 holds
+    city96's Wan GGUFs use). dtype: auto = bf16 on a GPU and on CPUs with fast bf16 (AMX or
+    AVX512-BF16), fp32 on other CPUs (the log says which and why); fp32/fp16/bf16 compute in that
+    precision, and fp8 files are dequantised (weight x scale) once while loading; fp8 holds
     the weights in 8 bits and upcasts each layer as it runs (an fp8 or fp8_scaled file stays as
     stored, about 1 byte per parameter; others are cast to e4m3fn). GGUF weights always stay
     quantised and are dequantised layer by layer; dtype sets only the compute precision.
-    Only safetensors, GGUF or weights-only checkpoints load.
+    Only safetensors, GGUF or weights-only checkpoints load. Weights go from the file to their
+    final dtype one tensor at a time, so loading needs about the final size in RAM.
     """
 
     spec = NodeSpec(
@@ -58,20 +74,28 @@ class LoadDiT(NodeType):
             Input("model", S.STRING, "", file_kind="diffusion_models",
                   tooltip="a file (or diffusers folder) in a diffusion_models model folder"),
             Input("dtype", S.STRING, "auto", choices=DTYPE_CHOICES,
-                  tooltip="compute precision; auto = bf16 on GPU, fp32 on CPU. fp8 keeps weights "
-                          "in 8 bits (fp8 files as stored); fp8 files are dequantised for the "
-                          "others. GGUF files always stay quantised."),
+                  tooltip="compute precision; auto = bf16 on a GPU and on CPUs with fast bf16 "
+                          "(AMX / AVX512-BF16), fp32 on other CPUs (the log says which and why). fp8 "
+                          "keeps weights in 8 bits (fp8 files as stored); fp8 files are dequantised "
+                          "for the others. GGUF files always stay quantised."),
+            Input("device", S.STRING, "auto", choices=DEVICE_CHOICES,
+                  tooltip="where it computes; auto = the run's device (CUDA when present)"),
         ),
         outputs=(Output("model", S.DIT),),
     )
 
     @classmethod
-    def execute(cls, ctx: ExecutionContext, model: str, dtype: str = "auto") -> dict[str, Any]:
+    def execute(cls, ctx: ExecutionContext, model: str, dtype: str = "auto",
+                device: str = "auto") -> dict[str, Any]:
+        from engine.dtypes import explain_dtype
         from engine.models.wan_dit import load_dit
 
         path = resolve_model(ctx, "diffusion_models", model, "model")
+        target = loader_device(ctx, device)
+        policy, why = explain_dtype(dtype, target, "dit")
+        ctx.log("info", f"{path.name}: {why}")
         ctx.progress(0.0, f"loading {path.name}")
-        dit = load_dit(path, device=ctx.device, dtype=dtype)
+        dit = load_dit(path, device=target, dtype=policy)
         record_model(ctx, dit.info)
         fmt = (dit.info.config or {}).get("weight_format")
         ctx.progress(1.0, f"{dit.info.family} ({dit.info.layout} layout"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.choices import TEXT_ENCODER_DTYPE_CHOICES
+from engine.choices import DEVICE_CHOICES, TEXT_ENCODER_DTYPE_CHOICES
 from engine.context import ExecutionContext
 from engine.errors import NodeError
 from engine.models.paths import BUNDLED_MINILM
@@ -44,25 +44,34 @@ class LoadTextEncoder(NodeType):
             Input("model", T.STRING, BUNDLED_MINILM, file_kind="text_encoders",
                   tooltip="a file or model folder in text_encoders, or the bundled MiniLM"),
             Input("dtype", T.STRING, "auto", choices=TEXT_ENCODER_DTYPE_CHOICES,
-                  tooltip="auto: fp32 on the CPU, bf16 on CUDA"),
+                  tooltip="auto: bf16 on CUDA and on CPUs with fast bf16 (AMX / AVX512-BF16), "
+                          "fp32 on other CPUs (the log says which and why); fp8: 8-bit weights "
+                          "(a scaled-fp8 file's as stored, ~1 byte per weight), upcast per layer"),
             Input("max_length", T.INT, 0, min=0, max=4096,
                   tooltip="tokens per prompt, padding included; 0 = the model's own "
                           "(512 for T5/UMT5 as Wan uses, 256 for MiniLM)"),
             Input("offload", T.BOOL, True,
                   tooltip="keep the weights on the CPU between encodes (frees GPU memory for the DiT)"),
+            Input("device", T.STRING, "auto", choices=DEVICE_CHOICES,
+                  tooltip="where it encodes; auto = the run's device. cpu keeps the encoder off a "
+                          "small GPU so the DiT has it all"),
         ),
         outputs=(Output("encoder", T.TEXT_ENCODER),),
     )
 
     @classmethod
     def execute(cls, ctx: ExecutionContext, model: str, dtype: str, max_length: int,
-                offload: bool) -> dict[str, Any]:
-        from engine.models.text_encoders import load_text_encoder, resolve_text_encoder
+                offload: bool, device: str = "auto") -> dict[str, Any]:
+        from engine.models.text_encoders import (load_text_encoder, resolve_text_encoder,
+                                                 text_encoder_policy)
+        from nodes.loaders import loader_device
 
+        target = loader_device(ctx, device)
         try:
             path = resolve_text_encoder(model, ctx.model_paths)
+            ctx.log("info", f"{Path(path).name}: {text_encoder_policy(target, dtype)[1]}")
             ctx.progress(0.0, f"loading {Path(path).name}")
-            encoder = load_text_encoder(path, device=ctx.device, dtype=dtype,
+            encoder = load_text_encoder(path, device=target, dtype=dtype,
                                         max_length=max_length or None, offload=offload)
         except NodeError as exc:
             exc.input = exc.input or "model"

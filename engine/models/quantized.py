@@ -161,6 +161,36 @@ def storage_format(state: Mapping[str, torch.Tensor], scaled: bool) -> str:
     return names.get(main, str(main).replace("torch.float8_", "fp8_").replace("torch.", ""))
 
 
+def quantize_fp8(weight: torch.Tensor, fp8: torch.dtype = torch.float8_e4m3fn
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float8 weight, float32 scalar scale) with `weight ~= q * scale`: one scale per tensor,
+    absmax / the format's largest value, as ComfyUI's scaled-fp8 files are made (a plain cast
+    would clip weights beyond +-448 and waste range on small ones)."""
+    amax = weight.detach().abs().max().float()
+    scale = (amax / torch.finfo(fp8).max).clamp(min=1e-12)
+    return (weight.float() / scale).to(fp8), scale.reshape(())
+
+
+def fp8_linears(model: torch.nn.Module, compute_dtype: torch.dtype,
+                scales: Mapping[str, torch.Tensor] | None = None) -> int:
+    """Swap every plain nn.Linear of `model` for a ScaledFP8Linear: float8 weights are kept as
+    they are (with their scale from `scales`, keyed `<module>.weight`), others are quantised one
+    layer at a time (`quantize_fp8`), each original freed as its float8 copy is made. Returns the
+    number of layers swapped."""
+    count = 0
+    for name, layer in list(model.named_modules()):
+        if type(layer) is not torch.nn.Linear:
+            continue
+        weight = layer.weight.detach()
+        scale = (scales or {}).get(f"{name}.weight")
+        if not is_fp8(weight):
+            weight, scale = quantize_fp8(weight)
+        bias = layer.bias.detach() if layer.bias is not None else None
+        replace_module(model, name, ScaledFP8Linear(weight, scale, bias, compute_dtype))
+        count += 1
+    return count
+
+
 class ScaledFP8Linear(torch.nn.Linear):
     """A Linear whose weight stays float8 as stored (e4m3fn or e5m2), times a float32 scalar scale
     (1 for plain fp8 files), upcast to the input's dtype for each call."""

@@ -91,7 +91,7 @@ def convert_state(state: dict[str, torch.Tensor], convert: Mapping[str, Converte
     original is released as its replacement is made: peak = the state + one converted tensor)."""
     for key, fn in (convert or {}).items():
         if key in state:
-            state[key] = fn(state.pop(key))
+            state[key] = fn(state[key])
     return state
 
 
@@ -165,6 +165,37 @@ def save_state_dict(tensors: dict[str, torch.Tensor], path: Path | str,
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(flat, str(path), metadata=metadata)
+    return path
+
+
+def save_state_dict_streaming(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
+                              make: Callable[[str], torch.Tensor], path: Path | str,
+                              metadata: dict[str, str] | None = None) -> Path:
+    """Write a safetensors file one tensor at a time: `specs` gives each name's shape and dtype
+    (the header is written first), `make(name)` the tensor, which is written and dropped before
+    the next is made, so writing a multi-GB checkpoint needs one tensor of memory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = {v: k for k, v in _TORCH_DTYPES.items()}
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for name, (shape, dtype) in specs.items():
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": names[str(dtype).removeprefix("torch.")], "shape": list(shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as the library writes it
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name, (shape, dtype) in specs.items():
+            tensor = make(name)
+            if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+                raise ValueError(f"{name}: made {tuple(tensor.shape)} {tensor.dtype}, the header "
+                                 f"says {tuple(shape)} {dtype}")
+            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+            f.write(memoryview(data.numpy()))
+            del tensor, data
     return path
 
 
@@ -266,24 +297,36 @@ def _load_safetensors(path: Path, convert: Mapping[str, Converter] | None = None
     # mapping stays in this process's memory until every view of the file is gone, which would
     # hold the whole file beside the converted model until the load ends.
     todo.sort(key=lambda k: header[k]["data_offsets"][0])  # one forward pass over the file
+    # One scratch buffer, as large as the largest tensor to convert, takes every raw read: a fresh
+    # buffer per tensor would leave freed holes between the kept results and grow the heap by
+    # a third more than the weights.
+    scratch = torch.empty(max(_nbytes(header[k]) for k in todo), dtype=torch.uint8)
     with open(path, "rb", buffering=0) as f:
         data_start = 8 + struct.unpack("<Q", f.read(8))[0]
         for key in todo:
-            del state[key]  # the unread view
-            raw = _read_tensor(path, f, header[key], data_start)
-            state[key] = convert[key](raw)  # type: ignore[index]
-            del raw
+            raw = _read_tensor(path, f, header[key], data_start, scratch)
+            out = convert[key](raw)  # type: ignore[index]
+            if out.untyped_storage().data_ptr() == scratch.untyped_storage().data_ptr():
+                out = out.clone()  # a conversion that returned its input: not the scratch
+            state[key] = out  # replaces the unread view
+            del raw, out
     return state
 
 
-def _read_tensor(path: Path, f: Any, entry: Mapping[str, Any], data_start: int) -> torch.Tensor:
-    """One tensor of a safetensors file read into its own (private) memory."""
+def _nbytes(entry: Mapping[str, Any]) -> int:
+    begin, end = entry["data_offsets"]
+    return end - begin
+
+
+def _read_tensor(path: Path, f: Any, entry: Mapping[str, Any], data_start: int,
+                 scratch: torch.Tensor) -> torch.Tensor:
+    """One tensor of a safetensors file read into the front of `scratch` (valid until the next)."""
     begin, end = entry["data_offsets"]
     dtype = getattr(torch, _TORCH_DTYPES.get(entry["dtype"], ""), None)
     if dtype is None:
         raise ModelLoadError(path, f"this torch build cannot hold {entry['dtype']} tensors")
-    buf = torch.empty(end - begin, dtype=torch.uint8)
-    view = memoryview(buf.numpy()) if end > begin else memoryview(b"")
+    buf = scratch[: end - begin]
+    view = memoryview(buf.numpy()) if end > begin else memoryview(bytearray(0))
     f.seek(data_start + begin)
     done = 0
     while done < end - begin:

@@ -37,7 +37,7 @@ import torch
 
 from engine.choices import TEXT_ENCODER_DTYPE_CHOICES as DTYPE_CHOICES
 from engine.devices import on_device, pick_device
-from engine.dtypes import dtype_policy
+from engine.dtypes import DTypePolicy, explain_dtype
 from engine.models.config_checks import (HF_TEXT_BOUNDS, check_hf_text_config, check_int,
                                          check_matches)
 from engine.models.interfaces import ModelInfo
@@ -199,16 +199,22 @@ def mean_pool(embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (embeds * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def pick_dtype(device: torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
-    """The compute dtype: engine.dtypes' policy for text encoders (fp32 on the CPU, bf16 on CUDA
-    where supported, as Wan runs its T5). fp8 storage is a diffusers feature, not offered here."""
+def text_encoder_policy(device: torch.device | str | None, dtype: str | torch.dtype | None
+                        ) -> tuple[DTypePolicy, str]:
+    """(policy, why) for a text encoder: engine.dtypes' policy (auto: bf16 on CUDA and on CPUs
+    with fast bf16, fp32 on other CPUs; fp8: float8 Linear weights, upcast per layer)."""
     if isinstance(dtype, torch.dtype):
-        return dtype
+        return DTypePolicy(dtype), f"{dtype} as given"
     choice = dtype or "auto"
     if choice not in DTYPE_CHOICES:
         raise ValueError(f"unknown text encoder dtype {choice!r}; expected one of "
                          f"{', '.join(DTYPE_CHOICES)}")
-    return dtype_policy(choice, device, kind="text_encoder").compute
+    return explain_dtype(choice, device, kind="text_encoder")
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
+    """The compute dtype of `text_encoder_policy`."""
+    return text_encoder_policy(device, dtype)[0].compute
 
 
 def load_text_encoder(path: Path | str, device: torch.device | str | None = None,
@@ -217,7 +223,10 @@ def load_text_encoder(path: Path | str, device: torch.device | str | None = None
     """Load a text encoder from an HF folder or a single weight file (layout detected).
 
     `max_length` (tokens, padding included) defaults to 512 for T5-family models and to the
-    sentence encoder's own limit for BERT-family ones. Raises ModelLoadError naming the file and fix.
+    sentence encoder's own limit for BERT-family ones. `device`: "auto" (None), "cpu", "cuda", ...
+    dtype: TEXT_ENCODER_DTYPE_CHOICES; "fp8" keeps a float8 file's weights as stored (scaled fp8
+    with its scales), or quantises 16/32-bit Linear weights per tensor, and upcasts per layer.
+    Raises ModelLoadError naming the file and fix.
     """
     path = Path(path)
     dev = pick_device(device)
@@ -245,7 +254,8 @@ def _load_folder(folder: Path, dev: torch.device, dtype: Any, max_length: int | 
     except Exception as exc:  # noqa: BLE001 - transformers raises many types; name the file
         raise ModelLoadError(folder / "config.json", f"transformers cannot read it: {exc}") from None
     family = config.model_type
-    torch_dtype = pick_dtype(dev, dtype)
+    policy = text_encoder_policy(dev, dtype)[0]
+    torch_dtype = policy.compute
     if family in T5_FAMILIES:
         cls = {"t5": transformers.T5EncoderModel, "mt5": transformers.MT5EncoderModel,
                "umt5": transformers.UMT5EncoderModel}[family]
@@ -259,6 +269,12 @@ def _load_folder(folder: Path, dev: torch.device, dtype: Any, max_length: int | 
         model = cls.from_pretrained(str(folder), dtype=torch_dtype, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - name the folder in whatever transformers raised
         raise ModelLoadError(folder, f"transformers could not load it: {exc}") from exc
+    if policy.storage is not None:  # one layer at a time: each 16-bit weight freed as it goes
+        from engine.models.quantized import fp8_linears
+        from engine.models.t5_checkpoint import keep_feed_forward_dtype
+
+        fp8_linears(model, torch_dtype)
+        keep_feed_forward_dtype(model)
     model.eval()
     tok_folder = folder if any((folder / n).is_file() for n in (*_TOKENIZER_FILES, "spiece.model")) \
         else folder / "tokenizer"
@@ -318,11 +334,12 @@ def _sentence_max_length(folder: Path, config: Any) -> int:
 
 def _load_single_file(path: Path, dev: torch.device, dtype: Any, max_length: int | None
                       ) -> TransformersTextEncoder:
-    state = load_state_dict(path)
-    ckpt: T5Checkpoint = parse_t5_checkpoint(state, source=str(path))
+    state = load_state_dict(path)  # safetensors: unread views of the file
+    ckpt: T5Checkpoint = parse_t5_checkpoint(state, source=str(path), path=path)
+    del state  # a pickle's tensors are then held by `ckpt` alone, converted in place
     tokenizer = find_tokenizer(path, ckpt.spiece_model)
-    torch_dtype = pick_dtype(dev, dtype)
-    model = ckpt.build_model(torch_dtype)
+    policy = text_encoder_policy(dev, dtype)[0]
+    model = ckpt.build_model(policy.compute, policy.storage)
     info = ModelInfo(path=str(path), family=ckpt.family, layout=ckpt.layout,
                      config=ckpt.config_dict())
     return TransformersTextEncoder(model=model, tokenizer=tokenizer, info=info, dim=ckpt.d_model,
