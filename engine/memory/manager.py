@@ -79,7 +79,8 @@ class ModelManager:
                     entry.in_use -= 1
                     entry.tick = next(self._ticks)
             return
-        if device.type == "cpu" or entry is not None:
+        own_to = type(module).to is not torch.nn.Module.to  # a module that moves itself
+        if device.type == "cpu" or entry is not None or own_to:
             # a module the manager does not hold is going to the CPU, or one it holds elsewhere
             # is wanted on another device: plain move (rare; never the GPU hot path)
             if entry is not None:

@@ -7,6 +7,7 @@ Decisions:
   and uncond in one call of batch 2B) or two calls. Whole residency wins when it fits; cfg is
   batched when that still fits. Under block swap, cfg is batched when it moves no more bytes per
   step than two sequential passes would ((N - K2) <= 2 (N - K1)): streaming is what costs there.
+  On the CPU, automatic means two calls (batching measured no faster there).
 - Text encoder (`plan_text_encoder`): on the GPU when it fits there alone (it runs before
   sampling, when nothing else need be resident), else on the CPU; kept on the GPU during sampling
   only when it fits beside the DiT's whole working set.
@@ -189,8 +190,10 @@ def plan_dit(model: Footprint, job: Job, budgets: Budgets, *, lora_bytes: int = 
     act = {b: dit_activation_bytes(model, job.tokens, b * job.batch, job.text_tokens) for b in (1, 2)}
     whole = {b: model.weight_bytes + lora_bytes + act[b] for b in (1, 2)}
     if budgets.device != "cuda":  # everything lives in RAM already: only batching to decide
+        # automatic is two calls here: on the CPU a doubled batch measured no faster (see
+        # docs/models.md, "Memory and speed"), and it doubles the activations
         free = budgets.ram - beside_bytes
-        batched = guided and (batch_cfg is True or act[2] <= free * 0.5)
+        batched = guided and batch_cfg is True and act[2] <= free * 0.5
         swapped = max(0, min(swap_blocks, model.blocks)) if swap_blocks > 0 else 0
         return DiTPlan(model.name, budgets.device, model.blocks - swapped, swapped, batched,
                        whole[2 if batched else 1], whole[2 if batched else 1] <= free + model.weight_bytes,
