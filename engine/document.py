@@ -6,7 +6,12 @@ On disk (format version 2, documented in docs/workflow-format.md):
      "meta": {...},
      "nodes": {"<id>": {"type": "<NodeType>", "inputs": {"<name>": <json value>}, "mode": "normal"}},
      "links": [{"from": {"node": "<id>", "output": "<name>"}, "to": {"node": "<id>", "input": "<name>"}}],
-     "layout": {"nodes": {"<id>": {"pos": [x, y]}}, "groups": [...], "view": {...}}}
+     "layout": {"nodes": {"<id>": {"pos": [x, y]}}, "groups": [...], "view": {...}},
+     "subgraphs": {"<def id>": {"title", "inputs", "outputs", "nodes", "links", "layout"}}}
+
+A node `{"type": "Subgraph", "subgraph": "<def id>"}` is an instance of a subgraph definition;
+the engine runs it by flattening (engine.subgraphs) before planning, so it runs, and is cached,
+exactly like its expanded nodes.
 
 Invariants:
 - Inputs are keyed by name; a linked input's literal value (if any) is kept but ignored by the run.
@@ -19,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +37,10 @@ from engine.migrations import CURRENT_VERSION, FORMAT_NAME, migrate
 from engine.schema import unicode_problem
 
 NODE_MODES = ("normal", "bypass", "mute")
-_NODE_FIELDS = {"type", "inputs", "mode", "title"}
-_TOP_FIELDS = {"format", "version", "nodes", "links", "layout", "meta"}
+SUBGRAPH_TYPE = "Subgraph"  # the node type of a subgraph instance; `subgraph` names its definition
+_NODE_FIELDS = {"type", "inputs", "mode", "title", "subgraph"}
+_TOP_FIELDS = {"format", "version", "nodes", "links", "layout", "meta", "subgraphs"}
+_SUBGRAPH_FIELDS = {"title", "inputs", "outputs", "nodes", "links", "layout"}
 MAX_ID_LENGTH = 200
 
 
@@ -63,13 +71,69 @@ class NodeInstance:
     mode: str = "normal"  # normal | bypass (outputs pass an input through) | mute (never runs)
     title: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    subgraph: str | None = None  # the definition an instance of type SUBGRAPH_TYPE runs
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "inputs": copy.deepcopy(self.inputs)}
+        if self.subgraph is not None:
+            out["subgraph"] = self.subgraph
         if self.mode != "normal":
             out["mode"] = self.mode
         if self.title:
             out["title"] = self.title
+        out.update(copy.deepcopy(self.extra))
+        return out
+
+
+@dataclass(frozen=True)
+class ExposedInput:
+    """An input of a subgraph: what feeds it feeds every inner (node, input) in `targets`."""
+
+    name: str
+    targets: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "to": [{"node": n, "input": i} for n, i in self.targets]}
+
+
+@dataclass(frozen=True)
+class ExposedOutput:
+    """An output of a subgraph: the inner node's output it passes on."""
+
+    name: str
+    node: str
+    output: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "from": {"node": self.node, "output": self.output}}
+
+
+@dataclass
+class SubgraphDef:
+    """A reusable graph inside the document: inner nodes and links (ids local to it), the inputs
+    and outputs its instances expose, and its own layout (positions relative to its top-left)."""
+
+    id: str
+    title: str
+    inputs: list[ExposedInput] = field(default_factory=list)
+    outputs: list[ExposedOutput] = field(default_factory=list)
+    nodes: dict[str, NodeInstance] = field(default_factory=dict)
+    links: list[Link] = field(default_factory=list)
+    layout: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def input(self, name: str) -> ExposedInput | None:
+        return next((i for i in self.inputs if i.name == name), None)
+
+    def output(self, name: str) -> ExposedOutput | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"title": self.title, "inputs": [i.to_json() for i in self.inputs],
+                               "outputs": [o.to_json() for o in self.outputs],
+                               "nodes": {nid: n.to_json() for nid, n in self.nodes.items()},
+                               "links": [l.to_json() for l in self.links],
+                               "layout": copy.deepcopy(self.layout)}
         out.update(copy.deepcopy(self.extra))
         return out
 
@@ -82,6 +146,20 @@ class Workflow:
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = CURRENT_VERSION
+    subgraphs: dict[str, SubgraphDef] = field(default_factory=dict)
+
+    def has_subgraphs(self) -> bool:
+        """Whether any node is a subgraph instance (then runs go through engine.subgraphs)."""
+        return any(n.subgraph is not None for n in self.nodes.values())
+
+    def flattened(self) -> "Workflow":
+        """This graph as it runs: every subgraph instance replaced by its inner nodes (self when
+        there are none). Raises WorkflowError for an unknown or self-using definition."""
+        if not self.has_subgraphs():
+            return self
+        from engine.subgraphs import flatten  # engine.subgraphs builds on this module
+
+        return flatten(self)
 
     # ---- queries -------------------------------------------------------------------------
     def links_into(self, node_id: str) -> dict[str, Link]:
@@ -142,6 +220,8 @@ class Workflow:
                                "nodes": {nid: n.to_json() for nid, n in self.nodes.items()},
                                "links": [l.to_json() for l in self.links],
                                "layout": copy.deepcopy(self.layout)}
+        if self.subgraphs:  # written only when used, so files without subgraphs stay as they were
+            out["subgraphs"] = {sid: d.to_json() for sid, d in self.subgraphs.items()}
         out.update(copy.deepcopy(self.extra))
         return out
 
@@ -242,10 +322,73 @@ def _from_json(data: Any, source: str | None, allow_newer: bool) -> Workflow:
     meta = data.get("meta", {})
     if not isinstance(meta, dict):
         problems.append(Problem("bad_shape", '"meta" must be an object'))
+    subgraphs = _parse_subgraphs(data.get("subgraphs", {}), problems)
+    for nid, node in nodes.items():
+        if node.type == SUBGRAPH_TYPE and node.subgraph not in subgraphs:
+            problems.append(Problem("unknown_subgraph", f"subgraph {node.subgraph!r} is not defined "
+                                    'in "subgraphs"', nid, node.type))
     if problems:
         raise WorkflowError(problems, source=source)
     extra = {k: v for k, v in data.items() if k not in _TOP_FIELDS}
-    return Workflow(nodes, links, layout, meta, extra, version=max(CURRENT_VERSION, version))
+    return Workflow(nodes, links, layout, meta, extra, version=max(CURRENT_VERSION, version),
+                    subgraphs=subgraphs)
+
+
+def _parse_subgraphs(data: Any, problems: list[Problem]) -> dict[str, SubgraphDef]:
+    """The definitions of `"subgraphs"`; each problem names the definition (as `sub:<id>`)."""
+    if not isinstance(data, dict):
+        problems.append(Problem("bad_shape", '"subgraphs" must be an object keyed by subgraph id'))
+        return {}
+    out: dict[str, SubgraphDef] = {}
+    for sid, sj in data.items():
+        where = f"sub:{sid}"
+        if not isinstance(sj, dict) or not isinstance(sj.get("nodes", {}), dict) \
+                or not isinstance(sj.get("links", []), list) or not isinstance(sj.get("layout", {}), dict):
+            problems.append(Problem("bad_shape", "a subgraph must be an object with \"nodes\" "
+                                    '(object), "links" (list) and "layout" (object)', where))
+            continue
+        before = len(problems)
+        nodes = {nid: n for nid, nj in sj.get("nodes", {}).items()
+                 if (n := _parse_node(nid, nj, problems)) is not None}
+        links = [l for i, lj in enumerate(sj.get("links", []))
+                 if (l := _parse_link(i, lj, problems)) is not None]
+        inputs, outputs = _parse_exposed(sj, where, problems)
+        for k in range(before, len(problems)):  # say which definition the inner problem is in
+            problems[k] = dataclasses.replace(problems[k], message=f"in subgraph {sid!r}: "
+                                              f"{problems[k].message}")
+        title = sj.get("title")
+        extra = {k: v for k, v in sj.items() if k not in _SUBGRAPH_FIELDS}
+        out[sid] = SubgraphDef(sid, title if isinstance(title, str) and title else sid, inputs,
+                               outputs, nodes, links, copy.deepcopy(sj.get("layout", {})), extra)
+    return out
+
+
+def _parse_exposed(sj: dict[str, Any], where: str,
+                   problems: list[Problem]) -> tuple[list[ExposedInput], list[ExposedOutput]]:
+    inputs: list[ExposedInput] = []
+    outputs: list[ExposedOutput] = []
+
+    def ok(*parts: Any) -> bool:
+        return all(isinstance(p, str) and p and not unicode_problem(p) for p in parts)
+
+    for ij in sj.get("inputs", []) if isinstance(sj.get("inputs", []), list) else [None]:
+        to = ij.get("to") if isinstance(ij, dict) else None
+        targets = [(t.get("node"), t.get("input")) for t in to if isinstance(t, dict)] \
+            if isinstance(to, list) else []
+        if not isinstance(ij, dict) or not ok(ij.get("name")) or not targets \
+                or not all(ok(*t) for t in targets) or len(targets) != len(to):
+            problems.append(Problem("bad_shape", 'each subgraph input must be {"name", "to": '
+                                    '[{"node", "input"}, ...]}', where))
+            continue
+        inputs.append(ExposedInput(ij["name"], tuple(targets)))
+    for oj in sj.get("outputs", []) if isinstance(sj.get("outputs", []), list) else [None]:
+        src = oj.get("from") if isinstance(oj, dict) else None
+        if not isinstance(src, dict) or not ok(oj.get("name"), src.get("node"), src.get("output")):
+            problems.append(Problem("bad_shape", 'each subgraph output must be {"name", "from": '
+                                    '{"node", "output"}}', where))
+            continue
+        outputs.append(ExposedOutput(oj["name"], src["node"], src["output"]))
+    return inputs, outputs
 
 
 def _parse_node(nid: str, nj: Any, problems: list[Problem]) -> NodeInstance | None:
@@ -275,8 +418,14 @@ def _parse_node(nid: str, nj: Any, problems: list[Problem]) -> NodeInstance | No
     if title is not None and not isinstance(title, str):
         problems.append(Problem("bad_shape", '"title" must be a string', node_id=nid, node_type=ntype))
         return None
+    subgraph = nj.get("subgraph")
+    if (ntype == SUBGRAPH_TYPE) != isinstance(subgraph, str) or (subgraph is not None and not subgraph):
+        problems.append(Problem("bad_shape", f'a "{SUBGRAPH_TYPE}" node names its definition in '
+                                '"subgraph" (a string); other nodes have no "subgraph"',
+                                node_id=nid, node_type=ntype))
+        return None
     extra = {k: v for k, v in nj.items() if k not in _NODE_FIELDS}
-    return NodeInstance(nid, ntype, dict(inputs), mode, title, extra)
+    return NodeInstance(nid, ntype, dict(inputs), mode, title, extra, subgraph)
 
 
 def _parse_link(index: int, lj: Any, problems: list[Problem]) -> Link | None:

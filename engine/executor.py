@@ -154,6 +154,7 @@ class Executor:
         if isinstance(workflow, dict):
             # the executor never changes a Workflow, so sharing the request's data is safe
             workflow = workflow_from_json(workflow, source=request.source, copy_data=False)
+        workflow = workflow.flattened()  # subgraph instances run as their inner nodes (engine.subgraphs)
         if request.overrides:
             from engine.overrides import apply_overrides
 

@@ -10,6 +10,10 @@ Version history:
   variable holding a key is a setting of the user's providers) and gained `provider`; a
   `base_url` that was the default local server or OpenAI's API becomes that provider, any other
   address stays in `base_url`, which runs only once the user approves it (engine.providers).
+- 4: subgraphs. A top-level `subgraphs` table holds definitions and a node
+  `{"type": "Subgraph", "subgraph": "<id>"}` is an instance of one. Nothing in a version-3 file
+  changes meaning, so the step only marks the version: an older build then says the file is newer
+  instead of running it with its subgraph nodes as unknown placeholders.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import copy
 from typing import Any, Callable
 
 FORMAT_NAME = "reelgraph.workflow"
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +74,12 @@ def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def _v3_to_v4(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc  # subgraphs are new; every version-3 document is a valid version-4 document
+
+
 # MIGRATIONS[v] turns a version-v document into a version-(v+1) document.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(doc: dict[str, Any], version: int) -> dict[str, Any]:

@@ -21,7 +21,11 @@ from engine.sockets import can_connect
 
 def validate(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | None = None,
              index: GraphIndex | None = None, check_cycles: bool = True) -> list[Problem]:
-    """Every problem of the nodes in `scope` (default: all) and of the links touching them."""
+    """Every problem of the nodes in `scope` (default: all) and of the links touching them.
+    A graph with subgraph instances is checked as it runs: flattened (problems name inner nodes
+    as `<instance>/<inner>`)."""
+    if workflow.has_subgraphs():
+        return _validate_flattened(workflow, registry, scope)
     with gc_control.paused():  # see engine.gc_control
         scope_set = set(workflow.nodes) if scope is None else set(scope)
         index = index or GraphIndex(workflow)
@@ -34,6 +38,17 @@ def validate(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | 
         if check_cycles:  # a caller that already sorted the scope knows there are none
             problems += _check_cycles(index, scope_set)
         return problems
+
+
+def _validate_flattened(workflow: Workflow, registry: NodeRegistry,
+                        scope: Iterable[str] | None) -> list[Problem]:
+    from engine.subgraphs import flat_ids, flatten
+
+    try:
+        flat = flatten(workflow)
+    except WorkflowError as exc:
+        return list(exc.problems)
+    return validate(flat, registry, None if scope is None else flat_ids(workflow, scope))
 
 
 def check(workflow: Workflow, registry: NodeRegistry, scope: Iterable[str] | None = None,

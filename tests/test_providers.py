@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.document import Workflow, load_workflow
+from engine.migrations import CURRENT_VERSION
 from engine.providers import EndpointRefused, endpoints_needing_approval, resolve_endpoint
 from engine.run_api import RunRequest, RunStatus
 from tests.conftest_qt import ScriptedDialogs, make_window, wait_until  # noqa: F401
@@ -64,7 +65,7 @@ def recaption_graph(**inputs) -> Workflow:
 
 def test_version_2_files_lose_the_key_variable_and_keep_unknown_addresses():
     wf = load_workflow(ROOT / "tests" / "data" / "workflow_v2_recaption.json")
-    assert wf.version == 3
+    assert wf.version == CURRENT_VERSION  # migrated through every step (3: providers)
     assert wf.nodes["local"].inputs == {"prompt": "a fox", "backend": "openai",
                                         "model_name": "llama3", "provider": "ollama-local"}
     assert wf.nodes["cloud"].inputs["provider"] == "openai" and "base_url" not in wf.nodes["cloud"].inputs
