@@ -9,8 +9,8 @@ comfy/latent_formats.py (classes Wan21, Wan22): a least-squares fit of decoded R
 x0 lives in too.
 
 Families are recognised by channel count (16: Wan 2.1 VAE, also used by Wan 2.2 A14B; 48: the Wan 2.2
-TI2V-5B VAE). Any other width (the tiny demo model) falls back to engine.sampling's hue-wheel
-projection, which shows layout and motion but not true colour.
+TI2V-5B VAE). Any other width (the tiny demo model) falls back to a hue-wheel
+projection (`hue_wheel_rgb`), which shows layout and motion but not true colour.
 
 Invariants: no Qt; never raises on odd shapes (a preview must not fail a run); the result is a
 small uint8 tensor, so it crosses the worker pipe cheaply (21 x 60 x 104 x 3 = 0.4 MB at 832x480).
@@ -76,9 +76,26 @@ def latent_to_rgb(latent: Any) -> Any:
         f = torch.tensor(factors, dtype=torch.float32)  # (C, 3)
         rgb = torch.einsum("c...,ck->...k", x, f) + torch.tensor(bias)  # (..., H', W', 3)
         return ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
-    from engine.sampling import latent_preview
+    return hue_wheel_rgb(x)
 
-    return latent_preview(x)
+
+def hue_wheel_rgb(latent: Any) -> Any:
+    """A fixed RGB picture of latents of any width: (C, ..., H', W') -> (..., H', W', 3) in [0, 1].
+
+    Channel c gets the hue angle 2*pi*c/C on the colour wheel; its contribution to R, G and B is the
+    cosine of that angle against three directions 120 degrees apart, scaled by 1/sqrt(C); a tanh
+    squashes the sum into [0, 1]. It shows layout and motion, not true colour.
+    """
+    import math
+
+    import torch
+
+    c = latent.shape[0]
+    hues = torch.arange(c, dtype=torch.float32) * (2 * math.pi / c)  # (C,)
+    axes = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3])  # (3,) R, G, B directions
+    factors = torch.cos(hues[:, None] - axes[None, :]) / math.sqrt(c)  # (C, 3)
+    rgb = torch.einsum("c...,ck->...k", latent.float(), factors)  # (..., H', W', 3)
+    return 0.5 + 0.5 * torch.tanh(rgb)
 
 
 def clip_preview(latent: Any) -> Any:

@@ -75,7 +75,7 @@ from engine.noise import seeded_noise
 from engine.values import Conditioning, Latent
 
 __all__ = ["SAMPLERS", "SCHEDULERS", "sample", "make_scheduler", "make_schedule", "schedule_sigmas",
-           "default_boundary", "uses_frame_timesteps", "latent_preview"]
+           "default_boundary", "uses_frame_timesteps"]
 
 NUM_TRAIN_TIMESTEPS = 1000  # model timestep = 1000 * sigma (Wan and every diffusers flow model)
 END_STEP = 10000  # end_step at or above this (or -1) means "to the end", as ComfyUI's default
@@ -678,21 +678,3 @@ def _velocity(model: DiffusionModel, x: torch.Tensor, timestep: torch.Tensor,
         raise NodeError(f"the DiT returned a velocity of shape {tuple(v.shape)} for a latent of "
                         f"shape {tuple(x.shape)}; use the VAE that belongs to this DiT", input="model")
     return v.float()
-
-
-# ---- preview ----------------------------------------------------------------------------------
-
-def latent_preview(latent: torch.Tensor) -> torch.Tensor:
-    """A cheap RGB picture of latent frames: (C, ..., H', W') -> (..., H', W', 3) float in [0, 1].
-
-    A fixed linear projection: channel c gets the hue angle 2*pi*c/C on the colour wheel, its
-    contribution to R, G and B is the cosine of that angle against three directions 120 degrees
-    apart, scaled by 1/sqrt(C); a tanh squashes the sum into [0, 1]. It shows layout and motion,
-    not true colour (that needs the VAE decoder), and costs one (C x 3) matmul per latent pixel.
-    """
-    c = latent.shape[0]
-    hues = torch.arange(c, dtype=torch.float32) * (2 * math.pi / c)  # (C,)
-    axes = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3])  # (3,) R, G, B directions
-    factors = torch.cos(hues[:, None] - axes[None, :]) / math.sqrt(c)  # (C, 3)
-    rgb = torch.einsum("c...,ck->...k", latent.float(), factors)  # (..., H', W', 3)
-    return 0.5 + 0.5 * torch.tanh(rgb)

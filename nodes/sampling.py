@@ -60,7 +60,7 @@ class DiTDenoise(NodeType):
     Frames the latent marks as known (ImageToVideo, VideoCondition) stay fixed. denoise < 1 refines
     a clean latent from VAEEncode (SDEdit: video-to-video) and runs int(steps * denoise) steps. cfg 1
     skips the negative prompt and halves the cost. The preview shows the middle frame of the
-    current clean estimate through a fixed colour projection.
+    current clean estimate, the whole clip, through the model family's latent-to-RGB projection.
 
     Samplers: unipc (Wan's own: UniPC bh2, 2nd order, as diffusers' WanPipeline), uni_pc (ComfyUI's
     default for Wan: UniPC bh1), uni_pc_bh2, euler, dpmpp_2m, lcm (distilled 4-8 step models, cfg 1).
@@ -137,7 +137,8 @@ class DiTDenoise(NodeType):
                 end_step: int = 10000, add_noise: bool = True,
                 return_with_leftover_noise: bool = False, model_low_noise: Any = None,
                 boundary: float = -1.0, cfg_low_noise: float = -1.0) -> dict[str, Any]:
-        from engine.sampling import latent_preview, sample
+        from engine.previews import clip_preview
+        from engine.sampling import sample
 
         cls._check_model(model, latent, conditioning, "model")
         if model_low_noise is not None:
@@ -157,9 +158,8 @@ class DiTDenoise(NodeType):
                             f"{cfg_low_noise}", input="cfg_low_noise")
 
         def progress(step: int, total: int, x0: torch.Tensor) -> None:
-            frame = latent_preview(x0[0, :, x0.shape[2] // 2])  # (H', W', 3)
-            from engine.previews import clip_preview; frame = clip_preview(x0[0])  # noqa: E702 - issue 18: whole clip (T', H', W', 3), per-family latent->RGB
-            ctx.progress(step / total, f"step {step}/{total}", frame.unsqueeze(0))
+            clip = clip_preview(x0[0])  # (T', H', W', 3) uint8: per-family latent -> RGB
+            ctx.progress(step / total, f"step {step}/{total}", clip.unsqueeze(0))
 
         from engine.memory import settings_scope
 

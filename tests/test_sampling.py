@@ -16,7 +16,8 @@ from engine.context import ExecutionContext, InterruptFlag
 from engine.errors import Interrupted, NodeError
 from engine.models.interfaces import LatentGrid
 from engine.noise import init_noise, seeded_noise
-from engine.sampling import (latent_preview, make_schedule, make_scheduler, sample, schedule_sigmas,
+from engine.previews import hue_wheel_rgb
+from engine.sampling import (make_schedule, make_scheduler, sample, schedule_sigmas,
                              uses_frame_timesteps)
 from engine.values import Conditioning, Latent
 from nodes.sampling import DiTDenoise
@@ -218,10 +219,10 @@ def test_interrupt_stops_within_one_step_and_progress_once_per_step() -> None:
 
 def test_latent_preview_is_a_fixed_projection_in_range() -> None:
     z = torch.randn(16, 5, 6) * 4
-    rgb = latent_preview(z)
+    rgb = hue_wheel_rgb(z)
     assert rgb.shape == (5, 6, 3) and float(rgb.min()) >= 0 and float(rgb.max()) <= 1
-    assert torch.equal(rgb, latent_preview(z))
-    assert torch.allclose(latent_preview(torch.zeros(16, 2, 2)), torch.full((2, 2, 3), 0.5))
+    assert torch.equal(rgb, hue_wheel_rgb(z))
+    assert torch.allclose(hue_wheel_rgb(torch.zeros(16, 2, 2)), torch.full((2, 2, 3), 0.5))
 
 
 def test_dit_denoise_node_reports_progress_with_preview_and_stops(tmp_path: Path) -> None:
@@ -235,7 +236,8 @@ def test_dit_denoise_node_reports_progress_with_preview_and_stops(tmp_path: Path
     out = DiTDenoise.execute(ctx, model=Recorder(point_mass(target)), **args)
     torch.testing.assert_close(out["latent"].samples, target, atol=1e-5, rtol=0)
     assert [r[0] for r in reports] == [0.25, 0.5, 0.75, 1.0]
-    assert reports[0][2].shape == (1, 2, 2, 3)
+    preview = reports[0][2]  # the whole clip's clean estimate: (1, T', H', W', 3) uint8
+    assert preview.shape == (1, 3, 2, 2, 3) and preview.dtype == torch.uint8
 
     def stop_after_two(x, t, c):
         if len(model.calls) == 2:
