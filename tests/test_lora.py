@@ -259,3 +259,24 @@ def test_load_lora_node_error_names_the_input_and_file(executor, tmp_path):
     reason = report.nodes["lora"].reason
     assert reason.startswith("input 'lora'") and wrong.name in reason and "not a LoRA" in reason
     assert json.dumps(statuses(report))  # the report stays serialisable
+
+
+def test_a_lora_under_block_swap_samples_exactly_as_without(folder, base):
+    """Block swap (engine.memory) streams blocks from the CPU; the LoRA's hooks and its in-place
+    norm/modulation diffs must land on the streamed blocks too (here onload and offload are both
+    the CPU, so the same code runs as on a GPU)."""
+    from engine.memory import settings_scope
+    from engine.sampling import sample
+    from engine.values import Conditioning, Latent
+
+    lora = apply_loras(base, [(load_lora(write_lightx2v(folder / "swap.safetensors"), base), 0.8)])
+    g = torch.Generator().manual_seed(5)
+    latent = Latent(torch.randn(1, 16, 2, 4, 4, generator=g), meta={"sigma": 1.0})
+    cond = Conditioning(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6, dtype=torch.long),
+                        torch.zeros(1, 6, 32), torch.ones(1, 6, dtype=torch.long))
+    plain = sample(lora, latent, cond, steps=2, cfg=3.0, shift=3.0, batch_cfg=False).samples
+    with settings_scope({"block_swap_blocks": 1}):
+        swapped = sample(lora, latent, cond, steps=2, cfg=3.0, shift=3.0, batch_cfg=False).samples
+    assert base.memory_plan.swapped_blocks == 1
+    assert torch.equal(swapped, plain)
+    assert not torch.equal(plain, sample(base, latent, cond, steps=2, cfg=3.0, shift=3.0).samples)

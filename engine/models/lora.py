@@ -422,7 +422,10 @@ class LoraDiT:
                 p = named_params[name]
                 delta = diff.to(p.device, torch.float32) * strength
                 params[name] = params[name] + delta if name in params else delta
-        hooks = {name: _linear_hook(patches, modules[name], compute)
+        # stage on the device the model computes on, not where each layer's weights wait: under
+        # block swap (engine.memory) streamed blocks sit on the CPU between their calls
+        device = getattr(self.base, "device", None)
+        hooks = {name: _linear_hook(patches, modules[name], compute, device)
                  for name, patches in per_module.items()}
         return _Staged(hooks, params)
 
@@ -433,11 +436,12 @@ def apply_loras(model: Any, loras: Sequence[tuple[LoraFile, float]]) -> LoraDiT:
 
 
 def _linear_hook(patches: Sequence[tuple[LinearPatch, float]], module: torch.nn.Module,
-                 compute: torch.dtype) -> Callable[..., torch.Tensor]:
+                 compute: torch.dtype, device: torch.device | None = None) -> Callable[..., torch.Tensor]:
     weight = getattr(module, "weight", None)
     # the dtype the layer computes in: its weights' when plain floats, else the model's policy
     dtype = weight.dtype if isinstance(weight, torch.Tensor) and weight.dtype in _PLAIN_FLOATS else compute
-    device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
+    if device is None:
+        device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
     pairs = []  # (down, up * strength * alpha / rank)
     full: torch.Tensor | None = None
     bias: torch.Tensor | None = None
