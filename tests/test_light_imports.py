@@ -45,11 +45,11 @@ def test_registry_validate_and_nodes_import_no_heavy_library():
 
 
 def test_heavy_modules_re_export_the_light_constants():
-    from engine import choices, conditioning, devices, interpolation, media, sampling
+    from engine import choices, conditioning, dtypes, interpolation, media, sampling
     from engine.media import codec
     from engine.models import text_encoders
 
-    assert devices.DTYPE_CHOICES is choices.DTYPE_CHOICES
+    assert dtypes.DTYPE_CHOICES is choices.DTYPE_CHOICES
     assert text_encoders.DTYPE_CHOICES is choices.TEXT_ENCODER_DTYPE_CHOICES
     assert sampling.SAMPLERS is choices.SAMPLERS
     assert conditioning.MODES is choices.CONDITIONING_MODES
