@@ -27,7 +27,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from engine import gc_control
 from engine.cache import NullCache, ResultCache
@@ -62,6 +62,10 @@ class Executor:
         self.hasher = hasher or FileHasher()
         self._environment: dict[str, Any] | None = None
         self.planner = Planner(registry, self._fingerprint, self.environment)
+        # Called in-process as observer(run_id, node_id, outputs) right after a node's NodeDone or
+        # NodeCached event, with its output values; a worker turns them into display summaries
+        # for the studio. It must not raise into the run (failures are ignored).
+        self.output_observer: Callable[[str, str, dict[str, Any]], None] | None = None
 
     # ---- environment ---------------------------------------------------------------------
     @property
@@ -324,6 +328,7 @@ class _Run:
         else:
             self.report.nodes[nid] = self.cached_records[node_type]
         self.emit(NodeCached(self.report.run_id, nid, node_type, self.overall(1.0)))
+        self.observe(nid)
         return True
 
     def bypass(self, nid: str) -> None:
@@ -344,6 +349,7 @@ class _Run:
         self.values[nid] = outputs
         self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.BYPASSED)
         self.emit(NodeDone(self.report.run_id, nid, spec.name, 0.0, self.overall(1.0)))
+        self.observe(nid)
 
     def execute(self, nid: str) -> None:
         node_cls = self.ex.registry.get(self.wf.nodes[nid].type)
@@ -384,6 +390,15 @@ class _Run:
         self.report.outputs.extend(files)
         self.report.nodes[nid] = NodeRecord(spec.name, NodeStatus.EXECUTED, seconds, tuple(files))
         self.emit(NodeDone(self.report.run_id, nid, spec.name, seconds, self.overall(1.0), files))
+        self.observe(nid)
+
+    def observe(self, nid: str) -> None:
+        observer = self.ex.output_observer
+        if observer is not None:
+            try:
+                observer(self.report.run_id, nid, self.values[nid])
+            except Exception:  # a display summary must never fail a run
+                pass
 
     def gather_inputs(self, nid: str, spec: Any) -> dict[str, Any]:
         literal = self.wf.nodes[nid].inputs

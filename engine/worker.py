@@ -14,6 +14,7 @@ Invariants for the caller:
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import time
@@ -22,8 +23,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Callable
 
-from engine.events import (Event, LogMessage, NodeCached, NodeDone, NodeOutputs, NodeStarted,
-                           RunFinished)
+from engine.events import Event, LogMessage, NodeOutputs, RunFinished
 from engine.run_api import CachePolicy, LogLevel, RunError, RunReport, RunRequest, RunStatus
 
 _SPAWN = mp.get_context("spawn")
@@ -61,10 +61,9 @@ def _worker_main(conn: Any, interrupt_event: Any, settings_json: dict[str, Any],
             continue
         request: RunRequest = msg["request"]
         interrupt.clear()
-        tap = _OutputTap(executor.cache, send)
-        executor.cache = tap
+        executor.output_observer = functools.partial(_send_summary, send)
         try:
-            executor.run(request, on_event=tap.on_event, interrupt=interrupt)
+            executor.run(request, on_event=send, interrupt=interrupt)
         except WorkflowError:
             pass  # the executor already closed the run with status "invalid"
         except Exception as exc:  # an engine bug: report it, keep serving
@@ -72,47 +71,14 @@ def _worker_main(conn: Any, interrupt_event: Any, settings_json: dict[str, Any],
             report = RunReport(request.run_id or "", RunStatus.FAILED,
                                error=RunError(message, traceback=traceback.format_exc()))
             send(RunFinished(request.run_id or "", RunStatus.FAILED, report, message))
-        finally:
-            executor.cache = tap.cache
 
 
-class _OutputTap:
-    """Lets the studio see what each node produced, without the executor sending values.
-
-    It stands in for the executor's result cache for one run: every result the executor stores
-    (`put`, right before NodeDone) or reads (`get`, right before NodeCached) passes through, and
-    after that event a `NodeOutputs` summary (texts, a small picture) follows on the pipe.
-    Uncacheable results are not seen (they get no summary). Everything else is delegated."""
-
-    def __init__(self, cache: Any, send: Callable[[Event], None]):
-        self.cache, self._send, self._last = cache, send, None
-
-    def get(self, key: str, warn: Any = None) -> Any:
-        entry = self.cache.get(key, warn=warn)
-        self._last = entry
-        return entry
-
-    def put(self, key: str, value: Any, seconds: float = 0.0, warn: Any = None) -> None:
-        self._last = value
-        self.cache.put(key, value, seconds, warn=warn)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.cache, name)
-
-    def on_event(self, event: Event) -> None:
-        self._send(event)
-        if isinstance(event, NodeStarted):
-            self._last = None
-        elif isinstance(event, (NodeDone, NodeCached)):
-            entry, self._last = self._last, None
-            outputs = entry.get("outputs") if isinstance(entry, dict) else None
-            if isinstance(outputs, dict):
-                try:
-                    summary = summarise_outputs(event.run_id, event.node_id, outputs)
-                except Exception:  # a display summary must never fail a run
-                    summary = None
-                if summary is not None:
-                    self._send(summary)
+def _send_summary(send: Callable[[Event], None], run_id: str, node_id: str,
+                  outputs: dict[str, Any]) -> None:
+    """After a node's NodeDone/NodeCached: what the studio shows of its outputs (texts, a picture)."""
+    summary = summarise_outputs(run_id, node_id, outputs)
+    if summary is not None:
+        send(summary)
 
 
 def summarise_outputs(run_id: str, node_id: str, outputs: dict[str, Any]) -> NodeOutputs | None:

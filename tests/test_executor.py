@@ -198,3 +198,24 @@ def test_a_model_added_to_a_folder_invalidates_nodes_that_pick_from_it(tmp_path,
     (tmp_path / "interpolation" / "rife.safetensors").write_bytes(b"x")
     after = compute_signatures(wf, registry, ["interp"], ex._fingerprint)
     assert before != after
+
+
+def test_the_output_observer_sees_every_node_that_ran_or_was_cached(executor):
+    """Front ends (the studio's thumbnails and caption text) learn output values through
+    `output_observer`, right after each NodeDone/NodeCached, cached or not."""
+    seen: list[tuple[str, tuple]] = []
+    executor.output_observer = lambda run_id, nid, outputs: seen.append(
+        (nid, tuple(outputs["image"].shape)))
+    executor.run(chain(), targets=["blend"])
+    assert sorted(n for n, _ in seen) == ["blend", "g1", "g2"]
+    assert all(shape == (1, 4, 8, 3) for _, shape in seen)
+    seen.clear()
+    report = executor.run(chain(), targets=["blend"])
+    assert set(statuses(report).values()) <= {"cached", "not_needed"}
+    assert [n for n, _ in seen] == ["blend"]  # served from the cache: its value is still shown
+
+    def broken(*_):
+        raise RuntimeError("a display bug")
+
+    executor.output_observer = broken
+    assert executor.run(chain(), targets=["blend2"]).status == "done"  # never fails a run
