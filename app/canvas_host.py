@@ -81,6 +81,12 @@ class CanvasHostMixin:
         elif kind == "group" and key.isdigit() and int(key) < len(self.gscene.groups):
             group = self.gscene.groups[int(key)]
             rect = group.mapRectToScene(group.title_rect())
+        elif kind in ("note", "note-title") and key.isdigit() and int(key) < len(self.gscene.notes):
+            note = self.gscene.notes[int(key)].scene_rect()
+            multiline = kind == "note"
+            rect = note if multiline else QRectF(note.x(), note.y(), note.width(), 24)
+            self.show_text_editor(rect, current, multiline, on_done)
+            return
         else:
             return
         self.show_text_editor(rect, current, False, on_done)

@@ -221,3 +221,35 @@ class SetGroupsCommand(QUndoCommand):
 
     def undo(self) -> None:
         self.model.set_groups(self.old)
+
+
+class SetLayoutListCommand(QUndoCommand):
+    """Replace a top-level layout list: "notes" (canvas notes) or "reroutes" (wire dots)."""
+
+    def __init__(self, model: GraphModel, key: str, value: list[Any], text: str):
+        super().__init__(text)
+        self.model, self.key = model, key
+        self.old = copy.deepcopy(model.workflow.layout[key]) if key in model.workflow.layout else UNSET
+        self.new = copy.deepcopy(value) if value else UNSET
+
+    def redo(self) -> None:
+        self.model.set_layout_list(self.key, self.new)
+
+    def undo(self) -> None:
+        self.model.set_layout_list(self.key, self.old)
+
+
+class SetSubgraphsCommand(QUndoCommand):
+    """Replace the workflow's subgraph definitions (collapse, expand, add from the library)."""
+
+    def __init__(self, model: GraphModel, subgraphs: dict[str, Any], text: str = "Subgraphs"):
+        super().__init__(text)
+        self.model = model
+        self.old = copy.deepcopy(model.workflow.subgraphs)
+        self.new = copy.deepcopy(subgraphs)
+
+    def redo(self) -> None:
+        self.model.set_subgraphs(self.new)
+
+    def undo(self) -> None:
+        self.model.set_subgraphs(self.old)

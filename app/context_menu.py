@@ -55,6 +55,7 @@ def canvas_menu(view: "GraphView", scene_pos: QPointF) -> QMenu:
         menu.addAction("Group selected\tCtrl+G", view.group_selection)
     menu.addAction("Add empty group", lambda: view.gscene.editor.group_nodes(
         QRectF(scene_pos.x(), scene_pos.y(), 300, 200)))
+    menu.addAction("Add note (Markdown)", lambda: view.add_note_at(scene_pos))
     menu.addSeparator()
     menu.addAction("Frame all\tHome", view.frame_all)
     return menu
@@ -84,6 +85,11 @@ def node_menu(view: "GraphView", node_id: str) -> QMenu:
     menu.addAction("Duplicate\tCtrl+D", view.duplicate_selection)
     menu.addAction("Group selected\tCtrl+G", view.group_selection)
     menu.addSeparator()
+    menu.addAction("Collapse to subgraph\tCtrl+Shift+G", view.collapse_selection)
+    if view.gscene.model.node(node_id).subgraph is not None:
+        menu.addAction("Expand subgraph\tCtrl+Alt+G", view.expand_selection)
+        menu.addAction("Save subgraph to library…", lambda: view.save_subgraph(node_id))
+    menu.addSeparator()
     menu.addAction("Delete\tDel", lambda: editor.delete(ids))
     return menu
 
@@ -102,7 +108,12 @@ def group_menu(view: "GraphView", index: int) -> QMenu:
     return menu
 
 
-def link_menu(view: "GraphView", link) -> QMenu:
+def link_menu(view: "GraphView", link, scene_pos: QPointF) -> QMenu:
+    editor = view.gscene.editor
     menu = QMenu(view)
-    menu.addAction("Delete wire", lambda: view.gscene.editor.disconnect(link))
+    menu.addAction("Add reroute dot here\t(double-click)",
+                   lambda: editor.add_reroute(link, (scene_pos.x(), scene_pos.y())))
+    if editor.reroute_points(link):
+        menu.addAction("Remove this wire's dots", lambda: editor.set_reroute_points(link, [], "Remove reroute dots"))
+    menu.addAction("Delete wire", lambda: editor.disconnect(link))
     return menu

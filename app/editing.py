@@ -19,8 +19,9 @@ from engine.graph_index import GraphIndex
 from engine.sockets import can_connect
 from app import seed_control
 from app.clipboard import fragment_origin, fresh_id, make_fragment, remap_fragment
-from app.arrange import arrange
-from app.commands import (AddNodesCommand, ConnectCommand, DisconnectCommand, MoveNodesCommand,
+from app.annotation_edits import AnnotationEditsMixin
+from app.subgraph_edits import SubgraphEditsMixin
+from app.commands import (AddNodesCommand, ConnectCommand, DisconnectCommand,
                           RemoveNodesCommand,
                           SetGroupsCommand, SetInputCommand, SetLayoutCommand, SetModeCommand,
                           SetTitleCommand)
@@ -30,7 +31,7 @@ TextPrompt = Callable[[str, str, Callable[[str], None]], None]  # (what, current
 SEED_MAX = 2**32 - 1
 
 
-class GraphEditor:
+class GraphEditor(AnnotationEditsMixin, SubgraphEditsMixin):
     def __init__(self, model: GraphModel, undo_stack: QUndoStack):
         self.model = model
         self.stack = undo_stack
@@ -252,18 +253,6 @@ class GraphEditor:
         from engine.document import workflow_from_json
         frag = workflow_from_json(self.fragment(node_ids))
         return self.paste(frag, None, keep_input_links=True, text="Duplicate")
-
-    # ---- layout -------------------------------------------------------------------------------
-    def tidy(self, node_ids: list[str], sizes: dict[str, tuple[float, float]]) -> None:
-        """Arrange the nodes in dependency columns without overlaps (one undo step)."""
-        ids = [n for n in node_ids if n in self.workflow.nodes]
-        if len(ids) < 2:
-            return
-        old = {n: self.model.pos_of(n) for n in ids}
-        new = arrange(ids, self.workflow.links, sizes, old)
-        moves = {n: (old[n], new[n]) for n in ids if old[n] != new[n]}
-        if moves:
-            self.stack.push(MoveNodesCommand(self.model, moves, "Tidy up"))
 
     # ---- groups -------------------------------------------------------------------------------
     def group_nodes(self, rect: QRectF, title: str = "Group", color: str = "") -> int:

@@ -49,17 +49,37 @@ class GraphModel(QObject):
     link_added = Signal(object)  # Link
     link_removed = Signal(object)  # Link
     groups_changed = Signal()
+    notes_changed = Signal()  # layout["notes"]: text notes on the canvas (app.annotations)
+    reroutes_changed = Signal()  # layout["reroutes"]: dots a wire passes through
+    subgraphs_changed = Signal()  # the workflow's subgraph definitions
     reset = Signal()  # the whole document was replaced
 
     def __init__(self, registry: NodeRegistry, workflow: Workflow | None = None):
         super().__init__()
         self.registry = registry
         self.workflow = workflow if workflow is not None else Workflow()
+        self._instance_specs: dict[str, NodeSpec | None] = {}  # subgraph id -> its instances' spec
+        self.reset.connect(self._instance_specs.clear)
+        self.subgraphs_changed.connect(self._instance_specs.clear)
 
     # ---- queries ------------------------------------------------------------------------------
     def spec(self, node_id: str) -> NodeSpec | None:
+        """The node's type spec; a subgraph instance gets one made from its definition."""
         node = self.workflow.nodes.get(node_id)
-        return self.registry.spec(node.type) if node else None
+        if node is None:
+            return None
+        if node.subgraph is not None:
+            if node.subgraph not in self._instance_specs:
+                from engine.subgraphs import instance_spec
+                self._instance_specs[node.subgraph] = instance_spec(self.workflow, node.subgraph,
+                                                                    self.registry)
+            return self._instance_specs[node.subgraph]
+        return self.registry.spec(node.type)
+
+    def layout_list(self, key: str) -> list[Any]:
+        """A list kept at the top of the layout ("notes", "reroutes"); [] when absent or bad."""
+        value = self.workflow.layout.get(key)
+        return value if isinstance(value, list) else []
 
     def node(self, node_id: str) -> NodeInstance:
         return self.workflow.nodes[node_id]
@@ -173,6 +193,18 @@ class GraphModel(QObject):
     def set_groups(self, groups: list[dict[str, Any]]) -> None:
         self.workflow.layout["groups"] = copy.deepcopy(groups)
         self.groups_changed.emit()
+
+    def set_layout_list(self, key: str, value: list[Any] | _Unset) -> None:
+        """Replace (or with UNSET remove) layout["notes"] or layout["reroutes"]."""
+        if value is UNSET:
+            self.workflow.layout.pop(key, None)
+        else:
+            self.workflow.layout[key] = copy.deepcopy(value)
+        {"notes": self.notes_changed, "reroutes": self.reroutes_changed}[key].emit()
+
+    def set_subgraphs(self, subgraphs: dict[str, Any]) -> None:
+        self.workflow.subgraphs = copy.deepcopy(subgraphs)
+        self.subgraphs_changed.emit()
 
     # ---- helpers ------------------------------------------------------------------------------
     def _layout_nodes(self) -> dict[str, Any]:

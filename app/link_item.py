@@ -15,11 +15,14 @@ from engine.document import Link
 from app import theme
 
 
-def wire_path(start: QPointF, end: QPointF) -> QPainterPath:
-    """Cubic from an output (start) to an input (end) leaving and entering horizontally."""
-    dx = max(abs(end.x() - start.x()) * 0.5, 40.0)
+def wire_path(start: QPointF, end: QPointF, via: list[QPointF] | tuple = ()) -> QPainterPath:
+    """Cubics from an output (start) to an input (end) through the reroute dots `via`, leaving
+    and entering every point horizontally."""
     path = QPainterPath(start)
-    path.cubicTo(QPointF(start.x() + dx, start.y()), QPointF(end.x() - dx, end.y()), end)
+    points = [start, *via, end]
+    for a, b in zip(points, points[1:]):
+        dx = max(abs(b.x() - a.x()) * 0.5, 40.0 if len(points) == 2 else 20.0)
+        path.cubicTo(QPointF(a.x() + dx, a.y()), QPointF(b.x() - dx, b.y()), b)
     return path
 
 
@@ -36,8 +39,8 @@ class LinkItem(QGraphicsPathItem):
         self._shape = QPainterPath()
         self.setToolTip(f"{link.from_node}.{link.from_output} → {link.to_node}.{link.to_input}")
 
-    def update_path(self, start: QPointF, end: QPointF) -> None:
-        path = wire_path(start, end)
+    def update_path(self, start: QPointF, end: QPointF, via: list[QPointF] | tuple = ()) -> None:
+        path = wire_path(start, end, via)
         self.setPath(path)  # calls prepareGeometryChange
         stroker = QPainterPathStroker()
         stroker.setWidth(10)
@@ -70,6 +73,21 @@ class LinkItem(QGraphicsPathItem):
     def hoverEnterEvent(self, event) -> None:  # noqa: N802
         self._hover = True
         self.update()
+
+    def set_insert_hint(self, on: bool) -> None:
+        """Highlight while a dragged node would be inserted on this wire."""
+        if self._hover != on:
+            self._hover = on
+            self.update()
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        """Double-click a wire to put a reroute dot there (ComfyUI habit)."""
+        scene = self.scene()
+        if event.button() == Qt.LeftButton and hasattr(scene, "editor"):
+            scene.editor.add_reroute(self.link, (event.scenePos().x(), event.scenePos().y()))
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
 
     def hoverLeaveEvent(self, event) -> None:  # noqa: N802
         self._hover = False

@@ -12,6 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +24,9 @@ from PySide6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QP
                                QVBoxLayout, QWidget)
 
 from engine.config import Settings, save_settings
+from engine.errors import WorkflowError
 from engine.graph_index import GraphIndex
+from engine.subgraphs import flat_ids, owner_of
 from engine.models.paths import default_model_paths
 from engine.registry import NodeRegistry
 from app import menus, wheel_guard
@@ -85,6 +88,7 @@ class MainWindow(QMainWindow):
         self.recovery = recovery or RecoveryStore()
         self.autosaver = Autosaver(self.recovery, self._snapshot, autosave_ms, parent=self)
         self.randomize_seeds = True
+        self._imported = False
         self._build_docks()
         self._build_status_bar()
         self.actions = menus.build(self)
@@ -136,6 +140,7 @@ class MainWindow(QMainWindow):
         self.files.document_loaded.connect(self._on_document_loaded)
         self.files.message.connect(self.show_message)
         self.files.import_report.connect(self.import_banner.show_report)
+        self.files.import_report.connect(self._frame_import)
         self.files.document_loaded.connect(self.import_banner.hide)  # before a new report shows
         self.view.status_message.connect(self.show_message)
         self.view.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{round(z * 100)}%"))
@@ -175,20 +180,28 @@ class MainWindow(QMainWindow):
     def _restore_view(self) -> None:
         """Show the part of the canvas saved with the file, else frame everything."""
         view = self.model.workflow.layout.get("view")
+        imported, self._imported = self._imported, False
         try:
+            if imported:  # ComfyUI's saved offset assumes its own window: frame the graph instead
+                raise KeyError("view")
             cx, cy = (float(v) for v in view["center"])
             zoom = float(view["zoom"])
         except (TypeError, KeyError, ValueError):
-            self.view.frame_all()
+            self.view.frame_for_reading()
             return
         self.view.set_zoom(zoom)
         self.view.centerOn(QPointF(cx, cy))
 
     def _store_view(self) -> None:
-        """Remember the visible area in layout["view"] (layout never affects a run)."""
+        """Remember the visible area in layout["view"] (layout never affects a run); forget
+        reroute dots of wires that are gone."""
+        self.editor.prune_reroutes()
         center = self.view.visible_scene_rect().center()
         self.model.workflow.layout["view"] = {"center": [round(center.x()), round(center.y())],
                                               "zoom": round(self.view.zoom(), 3)}
+
+    def _frame_import(self, _report=None) -> None:
+        self._imported = True  # _restore_view (queued by document_loaded) frames it
 
     def _update_title(self, *_args) -> None:
         if not shiboken6.isValid(self):
@@ -269,6 +282,8 @@ class MainWindow(QMainWindow):
         state = self.runs.states.get(node_id)
         if state is None:
             return
+        if node_id not in self.model.workflow.nodes:  # a node inside a subgraph: shown on it
+            node_id = owner_of(node_id)
         self.scene.set_run_state(node_id, state)
         if node_id == self.inspector.node_id:
             self.inspector.set_run_state(state)
@@ -301,8 +316,9 @@ class MainWindow(QMainWindow):
             return
         if self._refused(targets or None, label):
             return  # nothing queued: seed controls stay unapplied
-        if targets:
-            needed = GraphIndex(self.model.workflow).upstream(targets)
+        if targets:  # the engine runs subgraphs flattened: name their inner nodes
+            targets = flat_ids(self.model.workflow, targets)
+            needed = GraphIndex(self.model.workflow.flattened()).upstream(targets)
             self.log_panel.append("info", f"{label}: {len(needed)} node(s) needed")
         self.runs.queue_run(snapshot, targets or None, label,
                             approved_endpoints=tuple(sorted(self.approved_endpoints)))
@@ -318,13 +334,21 @@ class MainWindow(QMainWindow):
         something would stop it, show every problem on its node and in the log, and refuse."""
         from engine.planner import check_runnable
 
-        problems = check_runnable(self.model.workflow, self.registry, targets)
+        try:
+            flat = self.model.workflow.flattened()
+            problems = check_runnable(flat, self.registry, flat_ids(self.model.workflow, targets)
+                                      if targets else None)
+        except WorkflowError as exc:
+            problems = list(exc.problems)
         if not problems:
             return False
         for problem in problems:
             where = f"{problem.node_id}" + (f".{problem.input}" if problem.input else "")
             self.log_panel.append("error", f"{label} refused: {where + ': ' if problem.node_id else ''}"
                                            f"{problem.message}")
+            if problem.node_id and problem.node_id not in self.model.workflow.nodes:
+                # inside a subgraph: marked on the subgraph node, named in full in the log
+                problem = dataclasses.replace(problem, node_id=owner_of(problem.node_id))
             if problem.node_id in self.model.workflow.nodes:
                 state = NodeRunState(state="failed", message=(f"{problem.input}: " if problem.input else "")
                                      + problem.message)

@@ -75,6 +75,14 @@ def build(window: "MainWindow") -> dict[str, QAction]:
             QKeySequence.SelectAll, canvas=True)
     _action(w, a, "group", "&Group Selected", view.group_selection, "Ctrl+G", canvas=True)
     _action(w, a, "tidy", "&Tidy Up (selection or all)", view.tidy_up, "Ctrl+Shift+L", canvas=True)
+    _action(w, a, "add_note", "Add &Note", lambda: view.add_note_at(view.visible_scene_rect().center()),
+            "Shift+N", "A Markdown note on the canvas (never affects a run)", canvas=True)
+    _action(w, a, "collapse_subgraph", "Collapse to &Subgraph", view.collapse_selection, "Ctrl+Shift+G",
+            "Fold the selected nodes into one node with the inputs and outputs its wires need", canvas=True)
+    _action(w, a, "expand_subgraph", "E&xpand Subgraph", view.expand_selection, "Ctrl+Alt+G", canvas=True)
+    _action(w, a, "save_subgraph", "Save Subgraph to &Library…",
+            lambda: [view.save_subgraph(n) for n in selected()[:1]
+                     if window.model.node(n).subgraph is not None])
     _action(w, a, "bypass", "&Bypass", lambda: editor.toggle_mode(selected(), "bypass"), "Ctrl+B", canvas=True)
     _action(w, a, "mute", "&Mute", lambda: editor.toggle_mode(selected(), "mute"), "Ctrl+M", canvas=True)
     _action(w, a, "collapse", "Collapse / Expand", lambda: editor.toggle_collapsed(selected()), ["C", "Alt+C"], canvas=True)
@@ -112,7 +120,8 @@ def build(window: "MainWindow") -> dict[str, QAction]:
         file_menu.addSeparator() if name is None else file_menu.addAction(a[name])
     edit = bar.addMenu("&Edit")
     for name in ("undo", "redo", None, "cut", "copy", "paste", "paste_links", "duplicate", "delete",
-                 None, "select_all", "group", "tidy", None, "bypass", "mute", "collapse", "rename"):
+                 None, "select_all", "group", "tidy", "add_note", None, "collapse_subgraph",
+                 "expand_subgraph", "save_subgraph", None, "bypass", "mute", "collapse", "rename"):
         edit.addSeparator() if name is None else edit.addAction(a[name])
     view_menu = bar.addMenu("&View")
     for name in ("frame_selection", "frame_all", None, "zoom_in", "zoom_out", "zoom_reset", None, "minimap"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtCore import QPoint, QRect, Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
@@ -19,6 +19,7 @@ from engine.sockets import SocketType, can_connect
 
 SpecFilter = Callable[[NodeSpec], bool]
 MAX_ROWS = 14
+WIDTH = 380
 
 
 def _subsequence_score(query: str, text: str) -> float | None:
@@ -108,6 +109,7 @@ class NodePalette(QFrame):
                            " border-radius: 6px; }")
         self.specs = specs
         self.keep: SpecFilter | None = None
+        self._avoid: QRect | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
@@ -123,7 +125,7 @@ class NodePalette(QFrame):
         layout.addWidget(self.search)
         layout.addWidget(self.results)
         layout.addWidget(self.hint)
-        self.resize(380, 400)
+        self.resize(WIDTH, 400)
         self.hint.setMinimumHeight(44)  # room for a three-line description
         self.hint.setAlignment(Qt.AlignTop | Qt.AlignLeft)
         self.search.textChanged.connect(self.refresh)
@@ -132,15 +134,15 @@ class NodePalette(QFrame):
         self.results.currentItemChanged.connect(self._show_hint)
         self.hide()
 
-    def open_at(self, pos: QPoint, keep: SpecFilter | None = None, title: str = "Add node") -> None:
+    def open_at(self, pos: QPoint, keep: SpecFilter | None = None, title: str = "Add node",
+                avoid: QRect | None = None) -> None:
+        """Show at `pos` (kept inside the parent), clear of `avoid` (the minimap) when given."""
         self.keep = keep
         self.header.setText(title)
         self.search.clear()
         self.refresh()  # first: the height depends on the results
-        parent = self.parentWidget()
-        x = max(0, min(pos.x(), parent.width() - self.width()))
-        y = max(0, min(pos.y(), parent.height() - self.height()))
-        self.move(x, y)
+        self._avoid = avoid
+        self._place(pos)
         self.show()
         self.raise_()
         self.search.setFocus()
@@ -159,12 +161,30 @@ class NodePalette(QFrame):
         self._fit()
 
     def _fit(self) -> None:
-        """As tall as the results need (up to MAX_ROWS rows): short lists stay compact."""
+        """As tall as the results need (up to MAX_ROWS rows), plus the whole description of the
+        current entry (word-wrapped at the palette's width, never cut off)."""
         row = self.results.sizeHintForRow(0) if self.results.count() else 20
         rows = max(3, min(MAX_ROWS, self.results.count()))
         self.results.setFixedHeight(rows * row + 2 * self.results.frameWidth() + 4)
+        margins = self.layout().contentsMargins()
+        text_w = WIDTH - margins.left() - margins.right()
+        self.hint.setFixedHeight(max(44, self.hint.heightForWidth(text_w)))
         self.adjustSize()
-        self.resize(380, self.sizeHint().height())
+        self.resize(WIDTH, self.sizeHint().height())
+        if self.isVisible():
+            self._place(self.pos())
+
+    def _place(self, pos: QPoint) -> None:
+        parent = self.parentWidget()
+        x = max(0, min(pos.x(), parent.width() - self.width()))
+        y = max(0, min(pos.y(), parent.height() - self.height()))
+        avoid = self._avoid
+        if avoid is not None and avoid.intersects(QRect(x, y, self.width(), self.height())):
+            if avoid.left() - self.width() - 8 >= 0:
+                x = avoid.left() - self.width() - 8  # beside the minimap, at the same height
+            else:
+                y = max(0, avoid.top() - self.height() - 8)
+        self.move(x, y)
 
     def current_names(self) -> list[str]:
         return [self.results.item(i).data(Qt.UserRole) for i in range(self.results.count())]
@@ -181,6 +201,7 @@ class NodePalette(QFrame):
 
     def _show_hint(self, item: QListWidgetItem | None, _prev=None) -> None:
         self.hint.setText(item.toolTip() if item is not None else "")
+        self._fit()
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802
         if obj is self.search and isinstance(event, QKeyEvent) and event.type() == QKeyEvent.KeyPress:

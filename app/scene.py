@@ -14,13 +14,14 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Callable
 
-from PySide6.QtCore import QLineF, QPointF, QRectF
+from PySide6.QtCore import QLineF, QPointF, QRectF, Qt
 from PySide6.QtGui import QImage, QPainter, QPen, QUndoStack
 from PySide6.QtWidgets import QGraphicsScene
 
 from engine.document import Link
 from app import theme
 from app.editing import GraphEditor
+from app.annotations import NoteItem, RerouteItem, link_of, note_rect, points_of
 from app.commands import MoveNodesCommand, SetGroupsCommand, SetLayoutCommand
 from app.graph_model import UNSET, GraphModel
 from app.group_item import GroupItem
@@ -45,8 +46,14 @@ class GraphScene(QGraphicsScene):
         self.nodes: dict[str, NodeItem] = {}
         self.links: dict[Link, LinkItem] = {}
         self.groups: list[GroupItem] = []
+        self.notes: list[NoteItem] = []
+        self.reroutes: dict[Link, list[RerouteItem]] = {}  # dots of each wire, output to input
+        self.note_resizing: NoteItem | None = None
+        self._note_resize_origin: tuple | None = None
+        self._insert_hint: LinkItem | None = None
         self._node_links: dict[str, set[Link]] = {}
         self._press_positions: dict[str, QPointF] = {}
+        self._press_annotations: dict = {}  # notes / reroute dots being dragged -> start position
         self.resizing: NodeItem | None = None
         self._resize_origin: tuple | None = None
         self._group_drag: dict | None = None
@@ -60,19 +67,25 @@ class GraphScene(QGraphicsScene):
         model.link_added.connect(self._on_link_added)
         model.link_removed.connect(self._on_link_removed)
         model.groups_changed.connect(self._rebuild_groups)
+        model.notes_changed.connect(self._rebuild_notes)
+        model.reroutes_changed.connect(self._rebuild_reroutes)
         model.reset.connect(self.rebuild)
         self.rebuild()
 
     # ---- building -----------------------------------------------------------------------------
     def rebuild(self) -> None:
-        for item in list(self.nodes.values()) + list(self.links.values()) + self.groups:
+        dots = [d for items in self.reroutes.values() for d in items]
+        for item in list(self.nodes.values()) + list(self.links.values()) + self.groups + self.notes + dots:
             self.removeItem(item)
         self.nodes, self.links, self.groups, self._node_links = {}, {}, [], {}
+        self.notes, self.reroutes = [], {}
         for nid in self.model.workflow.nodes:
             self._on_node_added(nid)
+        self._rebuild_reroutes(update=False)
         for link in self.model.workflow.links:
             self._on_link_added(link)
         self._rebuild_groups()
+        self._rebuild_notes()
 
     def _on_node_added(self, node_id: str) -> None:
         item = NodeItem(self, node_id)
@@ -130,6 +143,44 @@ class GraphScene(QGraphicsScene):
         if src is not None:
             src.update()
 
+    def _rebuild_notes(self) -> None:
+        for item in self.notes:
+            self.removeItem(item)
+        self.notes = []
+        for i, note in enumerate(self.model.layout_list("notes")):
+            if isinstance(note, dict):
+                item = NoteItem(self, i, note)
+                self.notes.append(item)
+                self.addItem(item)
+
+    def _rebuild_reroutes(self, update: bool = True) -> None:
+        """Dot items for every wire that has points in layout["reroutes"]."""
+        for items in self.reroutes.values():
+            for item in items:
+                self.removeItem(item)
+        old = set(self.reroutes)
+        self.reroutes = {}
+        for entry in self.model.layout_list("reroutes"):
+            link, points = link_of(entry), points_of(entry)
+            if link is None or not points:
+                continue
+            src = self.nodes.get(link.from_node)
+            slot = src.slot(link.from_output, True) if src else None
+            color = theme.socket_color(slot.type_name if slot else "ANY")
+            items = []
+            for k, (x, y) in enumerate(points):
+                item = RerouteItem(self, link, k, color)
+                item.setPos(x, y)
+                self.addItem(item)
+                items.append(item)
+            self.reroutes[link] = items
+        if update:
+            for link in old | set(self.reroutes):
+                self._update_link(link)
+
+    def reroute_moved(self, item: RerouteItem) -> None:
+        self._update_link(item.link)
+
     def _rebuild_groups(self) -> None:
         for item in self.groups:
             self.removeItem(item)
@@ -154,8 +205,10 @@ class GraphScene(QGraphicsScene):
         if item is None or src is None or dst is None:
             return
         item.dimmed = self.model.node(link.from_node).mode == "mute"
+        dots = self.reroutes.get(link)
         item.update_path(src.socket_scene_pos(link.from_output, True),
-                         dst.socket_scene_pos(link.to_input, False))
+                         dst.socket_scene_pos(link.to_input, False),
+                         [d.pos() for d in dots] if dots else ())
 
     # ---- queries ------------------------------------------------------------------------------
     def node_at(self, scene_pos: QPointF) -> NodeItem | None:
@@ -214,18 +267,82 @@ class GraphScene(QGraphicsScene):
         super().mousePressEvent(event)
         self._press_positions = {nid: QPointF(item.pos()) for nid, item in self.nodes.items()
                                  if item.isSelected()}
+        self._press_annotations = {item: QPointF(item.pos()) for item in self.selectedItems()
+                                   if isinstance(item, (NoteItem, RerouteItem))}
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        super().mouseMoveEvent(event)
+        if len(self._press_positions) == 1 and event.buttons() & Qt.LeftButton:
+            self._show_insert_hint(self.wire_under(next(iter(self._press_positions))))
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
         super().mouseReleaseEvent(event)
+        self._show_insert_hint(None)
         moves = {}
         for nid, old in self._press_positions.items():
             item = self.nodes.get(nid)
             if item is not None and item.pos() != old:
                 moves[nid] = ((old.x(), old.y()), (item.pos().x(), item.pos().y()))
         self._press_positions = {}
-        if moves:
-            self.undo_stack.push(MoveNodesCommand(self.model, moves,
-                                                 "Move node" if len(moves) == 1 else "Move nodes"))
+        annotations, self._press_annotations = self._press_annotations, {}
+        if any(item.pos() != old for item, old in annotations.items()):
+            self.editor.store_annotation_positions(
+                {i.index: (i.pos().x(), i.pos().y()) for i in annotations if isinstance(i, NoteItem)},
+                {(i.link, i.point_index): (i.pos().x(), i.pos().y())
+                 for i in annotations if isinstance(i, RerouteItem)}, macro=bool(moves))
+        if not moves:
+            return
+        wire = self.wire_under(next(iter(moves))) if len(moves) == 1 else None
+        self.undo_stack.beginMacro("Insert node on wire" if wire else
+                                   "Move node" if len(moves) == 1 else "Move nodes")
+        self.undo_stack.push(MoveNodesCommand(self.model, moves))
+        if wire is not None:
+            self.editor.insert_on_wire(next(iter(moves)), wire)
+        self.undo_stack.endMacro()
+
+    def wire_under(self, node_id: str) -> Link | None:
+        """The wire a dragged, unconnected node would be inserted on: one that crosses its body,
+        whose type the node takes and gives (Blender's and Nuke's auto-insert)."""
+        item = self.nodes.get(node_id)
+        if item is None or self._node_links.get(node_id):
+            return None
+        rect = item.sceneBoundingRect()
+        for other in self.items(rect):
+            if isinstance(other, LinkItem) and node_id not in (other.link.from_node, other.link.to_node) \
+                    and other.shape().intersects(rect) and self.editor.insert_sockets(node_id, other.link):
+                return other.link
+        return None
+
+    def _show_insert_hint(self, link: Link | None) -> None:
+        item = self.links.get(link) if link is not None else None
+        if item is self._insert_hint:
+            return
+        if self._insert_hint is not None:
+            self._insert_hint.set_insert_hint(False)
+        self._insert_hint = item
+        if item is not None:
+            item.set_insert_hint(True)
+
+    # ---- notes ----------------------------------------------------------------------------------
+    def begin_note_resize(self, item: NoteItem, scene_pos: QPointF) -> None:
+        self.note_resizing = item
+        self._note_resize_origin = (scene_pos, item.scene_rect())
+
+    def update_note_resize(self, scene_pos: QPointF) -> None:
+        if self.note_resizing is not None and self._note_resize_origin is not None:
+            start, rect = self._note_resize_origin
+            self.note_resizing.set_size(rect.width() + scene_pos.x() - start.x(),
+                                        rect.height() + scene_pos.y() - start.y())
+
+    def end_note_resize(self) -> None:
+        item, self.note_resizing = self.note_resizing, None
+        if item is not None:
+            r = item.scene_rect()
+            self.editor.edit_note(item.index, size=[round(r.width()), round(r.height())])
+
+    def edit_note(self, index: int, title: bool = False) -> None:
+        if self.editor.text_prompt is not None:
+            self.editor.edit_note_text(index, title)
 
     def begin_resize(self, item: NodeItem, scene_pos: QPointF) -> None:
         self.resizing = item

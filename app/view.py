@@ -19,6 +19,7 @@ from app import context_menu
 from app.canvas_host import CanvasHostMixin
 from app.clipboard import put_on_clipboard, read_clipboard
 from app.dialogs import Dialogs
+from app.annotations import NoteItem, RerouteItem
 from app.group_item import GroupItem
 from app.inline_editor import InlineEditor
 from app.link_drag import LinkDrag
@@ -29,8 +30,20 @@ from app.palette import NodePalette, accepts_output, provides_input
 from app.scene import GraphScene
 from app.socket_item import SocketSlot
 from app.widget_editors import WidgetController
+from engine.schema import NodeSpec
+
+
+def library_specs() -> list[NodeSpec]:
+    """Palette entries for the reusable subgraphs in the user's library (engine.subgraphs)."""
+    from engine.subgraphs import list_reusable
+
+    return [NodeSpec(f"{LIBRARY_PREFIX}{path}", "subgraphs", f"Your reusable subgraph {name!r} "
+                     f"({path.name} in your library)", display_name=name)
+            for name, path in list_reusable()]
 
 MIN_ZOOM, MAX_ZOOM = 0.05, 4.0
+OPEN_ZOOM_FLOOR = 0.6  # opening a graph never zooms out further: node text stays readable
+LIBRARY_PREFIX = "library:"  # palette entries for the user's reusable subgraphs
 
 
 class GraphView(CanvasHostMixin, QGraphicsView):
@@ -116,6 +129,50 @@ class GraphView(CanvasHostMixin, QGraphicsView):
     def frame_all(self) -> None:
         self.frame_rect(self.gscene.nodes_bounding_rect())
 
+    def frame_for_reading(self, rect: QRectF | None = None) -> None:
+        """How a graph opens: at 100 % when it fits, else fitted but never below
+        OPEN_ZOOM_FLOOR (then the top-left of the graph, where it starts, is in view)."""
+        rect = rect if rect is not None else self.gscene.nodes_bounding_rect()
+        if rect.isNull() or rect.isEmpty():
+            self.set_zoom(1.0)
+            return
+        margin = 40.0
+        vp = self.viewport().rect()
+        fit = min((vp.width() - 2 * margin) / rect.width(), (vp.height() - 2 * margin) / rect.height())
+        zoom = max(OPEN_ZOOM_FLOOR, min(1.0, fit))
+        self.set_zoom(zoom)
+        if fit >= zoom:
+            self.centerOn(rect.center())
+        else:
+            half_w, half_h = vp.width() / 2 / zoom, vp.height() / 2 / zoom
+            self.centerOn(QPointF(rect.left() - margin / zoom + half_w if rect.width() * zoom > vp.width()
+                                  - 2 * margin else rect.center().x(),
+                                  rect.top() - margin / zoom + half_h if rect.height() * zoom > vp.height()
+                                  - 2 * margin else rect.center().y()))
+        self.zoom_changed.emit(self.zoom())
+
+    def minimap_scene_rect(self) -> QRectF | None:
+        """Where the minimap covers the canvas, in scene units (None when hidden)."""
+        if not self.minimap.isVisible():
+            return None
+        mm = self.minimap.geometry().translated(-self.viewport().pos()).adjusted(-12, -12, 12, 12)
+        return self.mapToScene(mm).boundingRect()
+
+    def place_in_view(self, pos: QPointF, size: tuple[float, float] = (240.0, 160.0)) -> QPointF:
+        """`pos` moved just enough for a node of `size` to be wholly visible: inside the canvas
+        (so never under a dock's edge) and clear of the minimap."""
+        free = self.mapToScene(self.viewport().rect().adjusted(16, 16, -16, -16)).boundingRect()
+        w, h = min(size[0], free.width()), min(size[1], free.height())
+        x = min(max(pos.x(), free.left()), free.right() - w)
+        y = min(max(pos.y(), free.top()), free.bottom() - h)
+        mm = self.minimap_scene_rect()
+        if mm is not None and mm.intersects(QRectF(x, y, w, h)):
+            if mm.top() - h >= free.top():
+                y = mm.top() - h  # just above the overview
+            else:
+                x = max(free.left(), mm.left() - w)  # or to its left when the canvas is short
+        return QPointF(x, y)
+
     def frame_selection(self) -> None:
         ids = self.gscene.selected_node_ids()
         self.frame_rect(self.gscene.nodes_bounding_rect(ids) if ids else self.gscene.nodes_bounding_rect())
@@ -197,7 +254,7 @@ class GraphView(CanvasHostMixin, QGraphicsView):
         elif isinstance(item, GroupItem):
             menu = context_menu.group_menu(self, item.index)
         elif isinstance(item, LinkItem):
-            menu = context_menu.link_menu(self, item.link)
+            menu = context_menu.link_menu(self, item.link, scene_pos)
         else:
             menu = context_menu.canvas_menu(self, scene_pos)
         self.active_menu = menu
@@ -245,25 +302,36 @@ class GraphView(CanvasHostMixin, QGraphicsView):
                 return
         self.link_drag = LinkDrag(self, item.node_id, slot)
 
+    def _palette_avoid(self):
+        """The minimap's rectangle in viewport coordinates: the palette opens clear of it."""
+        return self.minimap.geometry().translated(-self.viewport().pos()) if self.minimap.isVisible() else None
+
     def open_palette(self, scene_pos: QPointF) -> None:
         self._palette_wire = None
         self._palette_pos = scene_pos
-        self.palette.open_at(self.mapFromScene(scene_pos))
+        self.palette.specs = self.gscene.model.registry.specs() + library_specs()
+        self.palette.open_at(self.mapFromScene(scene_pos), avoid=self._palette_avoid())
 
     def open_palette_for_wire(self, scene_pos: QPointF, node_id: str, slot: SocketSlot) -> None:
         self._palette_wire = (scene_pos, node_id, slot)
         self._palette_pos = scene_pos
         keep = accepts_output(slot.socket_type) if slot.is_output else provides_input(slot.socket_type)
         what = f"{'takes' if slot.is_output else 'gives'} {slot.type_name}"
-        self.palette.open_at(self.mapFromScene(scene_pos), keep, f"Add node that {what}")
+        self.palette.specs = self.gscene.model.registry.specs()
+        self.palette.open_at(self.mapFromScene(scene_pos), keep, f"Add node that {what}",
+                             avoid=self._palette_avoid())
 
     def _palette_chosen(self, type_name: str) -> None:
         pos = self._palette_pos
         if self._palette_wire is not None:
             _, node_id, slot = self._palette_wire
             x = pos.x() if slot.is_output else pos.x() - 260
-            new_id = self.gscene.editor.add_node_connected(type_name, (x, pos.y() - 20), node_id,
+            at = self.place_in_view(QPointF(x, pos.y() - 20))
+            new_id = self.gscene.editor.add_node_connected(type_name, (at.x(), at.y()), node_id,
                                                           slot.name, slot.is_output)
+        elif type_name.startswith(LIBRARY_PREFIX):
+            at = self.place_in_view(QPointF(pos.x() - 20, pos.y() - 12))
+            new_id = self.gscene.editor.add_reusable(type_name[len(LIBRARY_PREFIX):], (at.x(), at.y()))
         else:
             new_id = self.add_node_at(type_name, pos)
         self._palette_wire = None
@@ -273,7 +341,21 @@ class GraphView(CanvasHostMixin, QGraphicsView):
         self.setFocus()
 
     def add_node_at(self, type_name: str, scene_pos: QPointF) -> str:
-        return self.gscene.editor.add_node(type_name, (scene_pos.x() - 20, scene_pos.y() - 12))
+        """Add a node near `scene_pos`, moved into view (never under the minimap or an edge)."""
+        at = self.place_in_view(QPointF(scene_pos.x() - 20, scene_pos.y() - 12), self.node_size(type_name))
+        return self.gscene.editor.add_node(type_name, (at.x(), at.y()))
+
+    def node_size(self, type_name: str) -> tuple[float, float]:
+        """The size a new node of `type_name` will have (app.node_layout), before it exists."""
+        from app.node_layout import layout_node
+
+        try:
+            node, entry = self.gscene.editor.new_node(type_name, (0.0, 0.0))
+        except KeyError:
+            return (240.0, 160.0)
+        rect = layout_node(node, self.gscene.model.registry.spec(type_name), entry, set(), [],
+                           None, "", "").rect
+        return rect.width() + 2 * 10, rect.height() + 6  # sockets stick out; selection outline
 
     # ---- clipboard and selection verbs --------------------------------------------------------------
     def copy_selection(self) -> int:
@@ -307,14 +389,53 @@ class GraphView(CanvasHostMixin, QGraphicsView):
         return ids
 
     def delete_selection(self) -> None:
-        self.gscene.editor.delete(self.gscene.selected_node_ids(), self.gscene.selected_links())
+        editor, selected = self.gscene.editor, self.gscene.selectedItems()
+        notes = [i.index for i in selected if isinstance(i, NoteItem)]
+        dots = [(i.link, i.point_index) for i in selected if isinstance(i, RerouteItem)]
+        if notes:
+            editor.remove_notes(notes)
+        if dots:
+            editor.remove_reroutes(dots)
+        editor.delete(self.gscene.selected_node_ids(), self.gscene.selected_links())
 
     def tidy_up(self) -> None:
-        """Tidy the selection, or the whole graph when nothing is selected."""
+        """Tidy the selection, or the whole graph when nothing is selected; then frame it."""
         ids = self.gscene.selected_node_ids() or list(self.gscene.nodes)
         sizes = {n: (self.gscene.nodes[n].body_rect().width(), self.gscene.nodes[n].body_rect().height())
                  for n in ids}
         self.gscene.editor.tidy(ids, sizes)
+        self.frame_for_reading(self.gscene.nodes_bounding_rect(ids if self.gscene.selected_node_ids()
+                                                               else None))
+
+    def add_note_at(self, scene_pos: QPointF) -> int:
+        at = self.place_in_view(scene_pos, (300, 180))
+        index = self.gscene.editor.add_note((at.x(), at.y()), "Double-click to write **Markdown**.")
+        return index
+
+    def collapse_selection(self) -> str | None:
+        ids = self.gscene.selected_node_ids()
+        inst, why = self.gscene.editor.collapse_to_subgraph(ids)
+        if inst is None:
+            self.status_message.emit(f"Cannot collapse: {why}")
+        else:
+            self._select([inst])
+        return inst
+
+    def save_subgraph(self, node_id: str) -> None:
+        """Save a subgraph node to the user's library, where the palette finds it."""
+        node = self.gscene.model.node(node_id)
+        name = self.dialogs.text("Save subgraph", "Name in your library:", node.title or "My subgraph")
+        path = self.gscene.editor.save_reusable(node_id, name or "") if name else None
+        if path is not None:
+            self.status_message.emit(f"Saved {name.strip()} to your subgraph library ({path.parent}); "
+                                     "the node palette (Tab) lists it")
+
+    def expand_selection(self) -> list[str]:
+        made = []
+        for nid in self.gscene.selected_node_ids():
+            made += self.gscene.editor.expand_subgraph(nid)
+        self._select(made)
+        return made
 
     def group_selection(self) -> None:
         ids = self.gscene.selected_node_ids()
