@@ -53,6 +53,7 @@ class GraphScene(QGraphicsScene):
         self._insert_hint: LinkItem | None = None
         self._node_links: dict[str, set[Link]] = {}
         self._press_positions: dict[str, QPointF] = {}
+        self._reroute_keys: set[Link] = set()  # wires with an entry in layout["reroutes"]
         self._press_annotations: dict = {}  # notes / reroute dots being dragged -> start position
         self.resizing: NodeItem | None = None
         self._resize_origin: tuple | None = None
@@ -130,6 +131,8 @@ class GraphScene(QGraphicsScene):
         self._node_links.setdefault(link.from_node, set()).add(link)
         self._node_links.setdefault(link.to_node, set()).add(link)
         self.addItem(item)
+        if link in self._reroute_keys:
+            self._rebuild_reroutes()  # a wire coming back (undo) gets its dots back
         self._update_link(link)
         src.update()
 
@@ -139,6 +142,9 @@ class GraphScene(QGraphicsScene):
             self._node_links.get(nid, set()).discard(link)
         if item is not None:
             self.removeItem(item)
+        if link in self.reroutes:
+            for dot in self.reroutes.pop(link):
+                self.removeItem(dot)
         src = self.nodes.get(link.from_node)
         if src is not None:
             src.update()
@@ -160,10 +166,12 @@ class GraphScene(QGraphicsScene):
                 self.removeItem(item)
         old = set(self.reroutes)
         self.reroutes = {}
-        for entry in self.model.layout_list("reroutes"):
-            link, points = link_of(entry), points_of(entry)
-            if link is None or not points:
-                continue
+        entries = [(link_of(e), points_of(e)) for e in self.model.layout_list("reroutes")]
+        self._reroute_keys = {link for link, _ in entries}
+        present = set(self.model.workflow.links) if entries else set()
+        for link, points in entries:
+            if link not in present or not points:
+                continue  # kept for undo of a deleted wire; pruned when the file is saved
             src = self.nodes.get(link.from_node)
             slot = src.slot(link.from_output, True) if src else None
             color = theme.socket_color(slot.type_name if slot else "ANY")

@@ -195,9 +195,11 @@ def collapse(workflow: Workflow, node_ids: Iterable[str], registry: NodeRegistry
                                     + ": include those nodes or leave out what they connect"))
     wf = workflow.copy()
     positions = {n: _xy(wf.layout.get("nodes", {}).get(n, {}).get("pos")) for n in chosen}
-    x0 = min(p[0] for p in positions.values())
-    y0 = min(p[1] for p in positions.values())
-    def_id = _fresh(_slug(title), set(wf.subgraphs))
+    # the instance stands where the rightmost selected node stood (its place is free now, and its
+    # outputs stay near the wires they feed); inner positions are relative to that point
+    last = max(chosen, key=lambda n: positions[n])
+    x0, y0 = positions[last]
+    def_id = fresh_name(slug(title), set(wf.subgraphs))
     defn = SubgraphDef(def_id, title)
     for nid in chosen:
         defn.nodes[nid] = copy.deepcopy(wf.nodes[nid])
@@ -207,7 +209,7 @@ def collapse(workflow: Workflow, node_ids: Iterable[str], registry: NodeRegistry
     names: set[str] = set()
     sources: dict[tuple[str, str], str] = {}  # outside (node, output) -> exposed input name
     new_links: list[Link] = []
-    inst_id = _fresh(_slug(title), set(wf.nodes) - inside)
+    inst_id = fresh_name(slug(title), set(wf.nodes) - inside)
     for link in wf.links:
         a, b = link.from_node in inside, link.to_node in inside
         if a and b:
@@ -215,7 +217,7 @@ def collapse(workflow: Workflow, node_ids: Iterable[str], registry: NodeRegistry
         elif b:  # an outside source feeding the selection
             key = (link.from_node, link.from_output)
             if key not in sources:
-                sources[key] = _fresh(link.to_input, names, sep="_")
+                sources[key] = fresh_name(link.to_input, names, sep="_")
                 names.add(sources[key])
                 defn.inputs.append(ExposedInput(sources[key], ()))
                 new_links.append(Link(link.from_node, link.from_output, inst_id, sources[key]))
@@ -228,7 +230,7 @@ def collapse(workflow: Workflow, node_ids: Iterable[str], registry: NodeRegistry
         if link.from_node in inside and link.to_node not in inside:
             key = (link.from_node, link.from_output)
             if key not in exposed_out:
-                exposed_out[key] = _fresh(link.from_output, out_names, sep="_")
+                exposed_out[key] = fresh_name(link.from_output, out_names, sep="_")
                 out_names.add(exposed_out[key])
                 defn.outputs.append(ExposedOutput(exposed_out[key], *key))
             new_links.append(Link(inst_id, exposed_out[key], link.to_node, link.to_input))
@@ -280,7 +282,7 @@ def save_reusable(workflow: Workflow, def_id: str, name: str, folder: Path | Non
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"format": LIBRARY_FORMAT, "version": workflow.version, "name": name, "subgraph": def_id,
            "subgraphs": {sid: d.to_json() for sid, d in defs.items()}}
-    path = folder / f"{_slug(name)}.json"
+    path = folder / f"{slug(name)}.json"
     atomic_write_text(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     return path
 
@@ -328,7 +330,7 @@ def import_definitions(workflow: Workflow, source: Workflow, def_id: str) -> str
     for sid, defn in defs.items():
         same = workflow.subgraphs.get(sid)
         renames[sid] = sid if same is None or same.to_json() == defn.to_json() \
-            else _fresh(sid, set(workflow.subgraphs) | set(defs))
+            else fresh_name(sid, set(workflow.subgraphs) | set(defs))
     for sid, defn in defs.items():
         clone = copy.deepcopy(defn)
         clone.id = renames[sid]
@@ -348,11 +350,11 @@ def _xy(pos: Any) -> tuple[float, float]:
         return 0.0, 0.0
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.strip().lower()).strip("_") or "subgraph"
 
 
-def _fresh(base: str, taken: set[str], sep: str = "") -> str:
+def fresh_name(base: str, taken: set[str], sep: str = "") -> str:
     if base not in taken:
         return base
     n = 2 if sep else 1

@@ -42,7 +42,8 @@ def test_collapse_exposes_crossing_wires_and_expand_restores_the_graph(registry)
     spec = instance_spec(collapsed, node.subgraph, registry)
     assert [i.type.value for i in spec.inputs] == ["IMAGE"] and spec.outputs[0].type.value == "IMAGE"
     assert validate(collapsed, registry) == []
-    back, ids = expand(collapsed, inst, keep_ids=True, offset=(0, 100))  # where the instance sits
+    assert collapsed.layout["nodes"][inst]["pos"] == [350, 100]  # where blend stood
+    back, ids = expand(collapsed, inst, keep_ids=True, offset=(350, 100))
     assert ids == {"vignette": "vignette", "blend": "blend"}
     assert {n: v.inputs for n, v in back.nodes.items()} == {n: v.inputs for n, v in wf.nodes.items()}
     assert set(back.links) == set(wf.links)
