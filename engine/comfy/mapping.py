@@ -677,8 +677,7 @@ class Mapper:
             note["color"] = color
         self.wf.layout.setdefault("notes", []).append(note)
         self.report.mapped.setdefault(n.id, [])
-        self.report.add("info", n.id, n.type, "text kept in layout.notes (the studio does not "
-                        "draw notes yet)")
+        self.report.add("info", n.id, n.type, "became a note on the canvas (layout.notes)")
 
     _map_MarkdownNote = _map_Note
 
