@@ -27,7 +27,7 @@ from engine.config import Settings, save_settings
 from engine.errors import WorkflowError
 from engine.graph_index import GraphIndex
 from engine.subgraphs import flat_ids, owner_of
-from engine.models.paths import default_model_paths
+from engine.models.paths import model_paths_for
 from engine.registry import NodeRegistry
 from app import menus, wheel_guard
 from app.autosave import Autosaver, RecoveryStore
@@ -231,7 +231,7 @@ class MainWindow(QMainWindow):
         self.show_message(f"Opened the graph of {title} as a copy")
 
     def model_names(self, kind: str) -> list[str]:
-        return default_model_paths(self.settings.model_roots).list(kind)
+        return model_paths_for(self.settings).list(kind)
 
     def _on_drop(self, paths: list[str], scene_pos: QPointF) -> None:
         def add_media_node(node_type: str, input_name: str, path: str, pos: QPointF) -> None:

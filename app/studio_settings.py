@@ -127,26 +127,76 @@ class _ProviderTable(QWidget):
         return out
 
 
+class _ModelInventory(QWidget):
+    """What every model folder holds for the roots and the ComfyUI extra_model_paths.yaml being
+    edited: one row per folder searched (kind, folder, files found, whether Reelgraph uses it)."""
+
+    COLUMNS = ("Kind", "Folder", "Files", "Status")
+
+    def __init__(self):
+        super().__init__()
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(1, QHeaderView.Stretch)
+        for column in (0, 2, 3):
+            header.setSectionResizeMode(column, QHeaderView.ResizeToContents)
+        self.table.setMinimumHeight(150)
+        self.problems = QLabel()
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet("color: #e0a040;")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table)
+        layout.addWidget(self.problems)
+
+    def show_for(self, roots: list[str], extra_yaml: str) -> None:
+        from engine.models.paths import model_paths_for
+
+        paths = model_paths_for(Settings(model_roots=roots, comfy_extra_model_paths=extra_yaml))
+        # folders that exist first: a long list of absent aliases would hide what was found
+        rows = sorted(paths.inventory(), key=lambda r: not r["exists"])
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            status = ("missing" if not row["exists"] else
+                      "used" if row["used"] else "not used by Reelgraph yet")
+            for c, text in enumerate((str(row["kind"]), str(row["folder"]),
+                                      str(row["count"]) if row["exists"] else "", status)):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self.problems.setText("\n".join(paths.problems))
+        self.problems.setVisible(bool(paths.problems))
+
+
 class SettingsDialog(QDialog):
-    """Edit model roots, node pack folders and the output folder. Changes to node packs take
-    effect on the next start (they are code, loaded once)."""
+    """Edit model roots (and a ComfyUI extra_model_paths.yaml), node pack folders, the output
+    folder and providers, and see what the model folders hold. Changes to node packs take effect
+    on the next start (they are code, loaded once)."""
 
     def __init__(self, settings: Settings, dialogs, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self.resize(640, 480)
+        self.resize(760, 640)
         self.settings = settings
         self.roots = _FolderList(list(settings.model_roots), lambda: dialogs.folder("Add a model root"))
+        self.comfy_yaml = QLineEdit(settings.comfy_extra_model_paths)
+        self.comfy_yaml.setPlaceholderText("ComfyUI's extra_model_paths.yaml (optional; one next "
+                                           "to a ComfyUI root is read anyway)")
+        self.inventory = _ModelInventory()
         self.packs = _FolderList(list(settings.node_packs), lambda: dialogs.folder("Add a node pack folder"))
         self.output = QLineEdit(settings.output_dir)
         self.providers = _ProviderTable(settings.providers)
         form = QFormLayout()
         form.addRow("Model roots", self.roots)
+        form.addRow("extra_model_paths", self.comfy_yaml)
+        form.addRow("Model folders", self.inventory)
         form.addRow("Node pack folders", self.packs)
         form.addRow("Output folder", self.output)
         form.addRow("Providers", self.providers)
-        note = QLabel("Model roots use ComfyUI's layout (diffusion_models, text_encoders, vae, …); an "
-                      "existing ComfyUI models folder works as it is. Node packs are code: add only "
+        note = QLabel("Model roots use ComfyUI's layout (diffusion_models, text_encoders, vae, loras, "
+                      "clip_vision, …); a ComfyUI install folder or its models folder works as it "
+                      "is. Node packs are code: add only "
                       "folders you trust; the palette lists new ones on the next start. Providers "
                       "are the remote servers a workflow may name (ollama-local and openai are built "
                       "in): the key stays in the environment variable you name here.")
@@ -159,10 +209,19 @@ class SettingsDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(note)
         layout.addWidget(buttons)
+        model = self.roots.list.model()
+        model.rowsInserted.connect(self.refresh_inventory)
+        model.rowsRemoved.connect(self.refresh_inventory)
+        self.comfy_yaml.editingFinished.connect(self.refresh_inventory)
+        self.refresh_inventory()
+
+    def refresh_inventory(self, *_: Any) -> None:
+        self.inventory.show_for(self.roots.folders(), self.comfy_yaml.text().strip())
 
     def result_settings(self) -> Settings:
         data: dict[str, Any] = asdict(self.settings)
         data["model_roots"] = self.roots.folders()
+        data["comfy_extra_model_paths"] = self.comfy_yaml.text().strip()
         data["node_packs"] = self.packs.folders()
         data["output_dir"] = self.output.text().strip() or self.settings.output_dir
         data["providers"] = self.providers.providers()

@@ -269,3 +269,35 @@ def test_new_asks_before_dropping_unsaved_work(make_window, canvas_registry):
     assert window.model.workflow.nodes == {} and not window.isWindowModified()
     assert window.windowTitle().startswith("Untitled") and not window.undo_stack.canUndo()
     assert dialogs.kinds() == ["save_discard_cancel", "save_discard_cancel"]
+
+
+def test_settings_show_every_model_folder_and_what_it_found(qtbot, tmp_path):
+    """A ComfyUI install folder as a root, plus its extra_model_paths.yaml naming an A1111 tree:
+    the dialog lists each folder with its file count and whether Reelgraph uses it."""
+    from engine.config import Settings
+    from app.studio_settings import SettingsDialog
+
+    install = tmp_path / "ComfyUI"
+    for rel in ("models/loras/style.safetensors", "models/checkpoints/sd.safetensors",
+                "models/diffusion_models/wan.safetensors"):
+        (install / rel).parent.mkdir(parents=True, exist_ok=True)
+        (install / rel).write_bytes(b"x")
+    a1111 = tmp_path / "a1111"
+    (a1111 / "models" / "Lora").mkdir(parents=True)
+    (a1111 / "models" / "Lora" / "old.safetensors").write_bytes(b"x")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(f"a111:\n    base_path: {a1111}\n    loras: models/Lora\n")
+    dialog = SettingsDialog(Settings(model_roots=[str(install)], output_dir=str(tmp_path),
+                                     comfy_extra_model_paths=str(yaml_file)), ScriptedDialogs())
+    qtbot.addWidget(dialog)
+    table = dialog.inventory.table
+    rows = {(table.item(r, 1).text(), table.item(r, 0).text()):
+            (table.item(r, 2).text(), table.item(r, 3).text()) for r in range(table.rowCount())}
+    assert rows[(str(install / "models" / "loras"), "loras")] == ("1", "used")
+    assert rows[(str(install / "models" / "checkpoints"), "checkpoints")] == (
+        "1", "not used by Reelgraph yet")
+    assert rows[(str(a1111 / "models" / "Lora"), "loras")] == ("1", "used")
+    dialog.comfy_yaml.setText("")
+    dialog.refresh_inventory()
+    assert not any(table.item(r, 1).text().startswith(str(a1111)) for r in range(table.rowCount()))
+    assert dialog.result_settings().comfy_extra_model_paths == ""
