@@ -223,6 +223,8 @@ def load_dit(path: Path | str, device: torch.device | str | None = None,
     to the policy; ComfyUI scaled fp8 is dequantised tensor by tensor, or with dtype fp8 kept in 8
     bits with its scales (engine.models.quantized); GGUF blocks stay quantised and are dequantised
     per layer at call time (engine.models.gguf_weights). `info.config["weight_format"]` says which.
+    Every tensor goes from the file to its final dtype on its own (docs/models.md, "Memory when
+    loading"): a load needs about the final weights in RAM, never the file plus a converted copy.
     """
     from diffusers import WanTransformer3DModel
 
@@ -235,7 +237,7 @@ def load_dit(path: Path | str, device: torch.device | str | None = None,
         module, detection, policy, fmt = _load_gguf(path, overrides, policy, keep_fp32)
     else:
         module, detection, fmt = _load_torch_weights(path, overrides, policy, keep_fp32)
-    apply_dtype_policy(module, policy, keep_fp32)
+    apply_dtype_policy(module, policy, keep_fp32)  # casts nothing left to cast; float8 hooks
     prediction = overrides.get("prediction_type", "flow_prediction")
     info = ModelInfo(path=str(path), family=detection.family, layout=detection.layout,
                      sha256=file_sha256(path) if compute_hash else "",
