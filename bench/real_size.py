@@ -337,7 +337,6 @@ def main() -> None:
     print(f"built in {time.perf_counter() - t0:.0f} s: " + ", ".join(
         f"{p.name} {p.stat().st_size / GIB:.2f} GiB" for p in files.values()))
 
-    rows: list[str] = []
     if "load" not in skip:
         print("\n== DiT load (Wan 2.1 T2V 1.3B), CPU ==")
         print(f"{'file -> dtype':28} {'policy':10} {'time s':>7} {'peak GiB':>9} {'load + GiB':>10} "
