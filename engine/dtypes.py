@@ -19,7 +19,7 @@ import functools
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -132,6 +132,16 @@ def explain_dtype(choice: str = "auto", device: torch.device | str | None = None
     if choice == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("this GPU does not support bf16; choose fp16 or fp32")
     return DTypePolicy(_NAMED[choice]), f"{choice} as chosen"
+
+
+def keep_file_fp8(choice: Any, file_is_fp8: bool) -> tuple[bool, str]:
+    """Whether a file's float8 weights stay in 8 bits as stored (upcast per layer as it runs):
+    under `auto`, as ComfyUI loads fp8 files, because dequantising doubles the RAM a file needs
+    (a 14B fp8 DiT is 14 GiB as stored, 28 in bf16; the scaled-fp8 UMT5-XXL 6.3, 11 in bf16).
+    Weights the file stores in 16/32 bits are cast to the compute dtype as usual. (keep, why)."""
+    if choice not in (None, "auto") or not file_is_fp8 or not fp8_supported():
+        return False, ""
+    return True, "the file stores fp8 weights: kept in 8 bits as stored, upcast per layer"
 
 
 def layerwise_cast_modules(module: torch.nn.Module, skip: Iterable[str] = ()) -> set[str]:

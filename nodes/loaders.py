@@ -59,8 +59,10 @@ class LoadDiT(NodeType):
     from the file. Files: fp32/fp16/bf16 and fp8 (e4m3fn, e5m2) safetensors, ComfyUI's
     *_fp8_scaled files, and GGUF files (Q8_0, Q6_K, Q5_K, Q4_K and the other llama.cpp types
     city96's Wan GGUFs use). dtype: auto = bf16 on a GPU and on CPUs with fast bf16 (AMX or
-    AVX512-BF16), fp32 on other CPUs (the log says which and why); fp32/fp16/bf16 compute in that
-    precision, and fp8 files are dequantised (weight x scale) once while loading; fp8 holds
+    AVX512-BF16), fp32 on other CPUs (the log says which and why), and an fp8 or fp8_scaled file
+    keeps its 8-bit weights as stored (as ComfyUI does: dequantising would double the RAM it
+    needs); fp32/fp16/bf16 compute in that precision, and fp8 files are dequantised (weight x
+    scale) once while loading; fp8 holds
     the weights in 8 bits and upcasts each layer as it runs (an fp8 or fp8_scaled file stays as
     stored, about 1 byte per parameter; others are cast to e4m3fn). GGUF weights always stay
     quantised and are dequantised layer by layer; dtype sets only the compute precision.
@@ -75,9 +77,9 @@ class LoadDiT(NodeType):
                   tooltip="a file (or diffusers folder) in a diffusion_models model folder"),
             Input("dtype", S.STRING, "auto", choices=DTYPE_CHOICES,
                   tooltip="compute precision; auto = bf16 on a GPU and on CPUs with fast bf16 "
-                          "(AMX / AVX512-BF16), fp32 on other CPUs (the log says which and why). fp8 "
-                          "keeps weights in 8 bits (fp8 files as stored); fp8 files are dequantised "
-                          "for the others. GGUF files always stay quantised."),
+                          "(AMX / AVX512-BF16), fp32 on other CPUs (the log says which and why); an "
+                          "fp8 file stays 8-bit under auto. fp8 keeps any file's weights in 8 bits; "
+                          "fp32/fp16/bf16 dequantise fp8 files. GGUF files always stay quantised."),
             Input("device", S.STRING, "auto", choices=DEVICE_CHOICES,
                   tooltip="where it computes; auto = the run's device (CUDA when present)"),
         ),
@@ -92,10 +94,11 @@ class LoadDiT(NodeType):
 
         path = resolve_model(ctx, "diffusion_models", model, "model")
         target = loader_device(ctx, device)
-        policy, why = explain_dtype(dtype, target, "dit")
-        ctx.log("info", f"{path.name}: {why}")
+        why = explain_dtype(dtype, target, "dit")[1]
         ctx.progress(0.0, f"loading {path.name}")
-        dit = load_dit(path, device=target, dtype=policy)
+        dit = load_dit(path, device=target, dtype=dtype)
+        kept = (dit.info.config or {}).get("dtype_reason")  # auto on an fp8 file stays 8-bit
+        ctx.log("info", f"{path.name}: {kept or why}")
         record_model(ctx, dit.info)
         fmt = (dit.info.config or {}).get("weight_format")
         ctx.progress(1.0, f"{dit.info.family} ({dit.info.layout} layout"

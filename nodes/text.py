@@ -45,7 +45,8 @@ class LoadTextEncoder(NodeType):
                   tooltip="a file or model folder in text_encoders, or the bundled MiniLM"),
             Input("dtype", T.STRING, "auto", choices=TEXT_ENCODER_DTYPE_CHOICES,
                   tooltip="auto: bf16 on CUDA and on CPUs with fast bf16 (AMX / AVX512-BF16), "
-                          "fp32 on other CPUs (the log says which and why); fp8: 8-bit weights "
+                          "fp32 on other CPUs (the log says which and why), an fp8 file's Linears "
+                          "kept 8-bit as stored; fp8: 8-bit weights "
                           "(a scaled-fp8 file's as stored, ~1 byte per weight), upcast per layer"),
             Input("max_length", T.INT, 0, min=0, max=4096,
                   tooltip="tokens per prompt, padding included; 0 = the model's own "
@@ -69,6 +70,8 @@ class LoadTextEncoder(NodeType):
         target = loader_device(ctx, device)
         try:
             path = resolve_text_encoder(model, ctx.model_paths)
+            if device in ("", "auto") and getattr(target, "type", "cpu") == "cuda":
+                target = cls._auto_device(ctx, Path(path), target)
             ctx.log("info", f"{Path(path).name}: {text_encoder_policy(target, dtype)[1]}")
             ctx.progress(0.0, f"loading {Path(path).name}")
             encoder = load_text_encoder(path, device=target, dtype=dtype,
@@ -77,6 +80,22 @@ class LoadTextEncoder(NodeType):
             exc.input = exc.input or "model"
             raise
         return {"encoder": encoder}
+
+    @staticmethod
+    def _auto_device(ctx: ExecutionContext, path: Path, target: Any) -> Any:
+        """The CPU instead of a GPU too small for this encoder beside its working memory."""
+        from engine.memory import settings_scope, text_encoder_device
+
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
+            else path.stat().st_size  # the weights as stored: fp8 files stay 8-bit under auto
+        with settings_scope(ctx.settings):
+            where, why = text_encoder_device(size, target)
+        if where == "cpu":
+            import torch
+
+            ctx.log("info", f"{path.name}: encodes on the CPU ({why})")
+            return torch.device("cpu")
+        return target
 
 
 class TextEncode(NodeType):

@@ -286,3 +286,15 @@ def test_out_of_memory_in_a_node_is_a_clear_error_and_the_next_run_works(tmp_pat
     second = executor.run(wf, targets=["blend"])
     assert second.status == "done"
     assert second.nodes["a"].status == "cached"  # finished work survived the failure
+
+
+def test_an_auto_text_encoder_encodes_on_the_cpu_when_the_card_is_too_small():
+    """LoadTextEncoder with device auto asks this: the scaled-fp8 UMT5-XXL (6.3 GiB as stored)
+    fits an 8 GiB card; the bf16 one (11 GiB) encodes on the CPU, as ComfyUI users set by hand."""
+    from engine.memory import MemorySettings, text_encoder_device
+
+    card = MemorySettings(vram_budget_bytes=8 * GIB)
+    assert text_encoder_device(int(6.3 * GIB), "cuda", card)[0] == "cuda"
+    where, why = text_encoder_device(11 * GIB, "cuda", card)
+    assert where == "cpu" and "does not fit" in why
+    assert text_encoder_device(11 * GIB, "cpu")[0] == "cpu"

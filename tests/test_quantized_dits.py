@@ -324,3 +324,15 @@ def test_gguf_files_are_listed_and_other_loaders_say_what_they_are(gguf_dir, tmp
         load_vae(folder / "wan-q8.gguf", device="cpu")
     with pytest.raises(ModelLoadError, match="GGUF files load as diffusion models only"):
         load_state_dict(folder / "wan-q8.gguf")
+
+
+@pytest.mark.parametrize("kind", ["scaled", "e5m2"])
+def test_auto_keeps_an_fp8_file_in_8_bits(files, kind):
+    """dtype auto on an fp8 file: the float8 Linears stay as stored (a 14B fp8 file must not
+    double in RAM), the result equals dequantising at fp32 (this suite computes in fp32)."""
+    dit = load_dit(files[kind], device="cpu", dtype="auto")
+    ref = load_dit(files[f"{kind}_ref"], device="cpu", dtype="fp32")
+    layer = dit.module.blocks[0].attn1.to_q
+    assert layer.weight.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+    assert dit.info.config["fp8_layers_kept"] > 0 and "kept in 8 bits" in dit.info.config["dtype_reason"]
+    torch.testing.assert_close(_predict(dit), _predict(ref), rtol=0, atol=1e-5)

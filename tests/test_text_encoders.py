@@ -234,6 +234,10 @@ def test_comfyui_scaled_fp8_is_dequantized(tmp_path, umt5, spm_model):
     shutil.copy(spm_model, tmp_path / "spiece.model")
     enc = load_text_encoder(tmp_path / "umt5_fp8_scaled.safetensors", device="cpu", max_length=MAX_LEN)
     assert_matches(umt5_dq, enc)
+    # auto keeps the file's fp8 Linears in 8 bits (as ComfyUI does); the fp32 ones stay fp32
+    q = enc.model.encoder.block[0].layer[0].SelfAttention.q
+    assert q.weight.dtype == torch.float8_e4m3fn
+    assert enc.model.encoder.block[0].layer[1].DenseReluDense.wi_0.weight.dtype == torch.float32
 
 
 def test_classic_t5_single_file(tmp_path, spm_model):

@@ -13,10 +13,12 @@ and block swap.
 Nothing here imports Qt; torch is imported only by the modules that move tensors.
 """
 
-from engine.memory.budget import Budgets, MemorySettings, current_settings, detect_budgets, settings_scope
+from engine.memory.budget import (Budgets, MemorySettings, current_settings, detect_budgets,
+                                  settings_scope, text_encoder_device)
 from engine.memory.planner import (DiTPlan, Footprint, Job, RunPlan, plan_dit, plan_run,
                                    plan_text_encoder, plan_vae_tile)
 
 __all__ = ["Budgets", "MemorySettings", "current_settings", "detect_budgets", "settings_scope",
+           "text_encoder_device",
            "DiTPlan", "Footprint", "Job", "RunPlan", "plan_dit", "plan_run", "plan_text_encoder",
            "plan_vae_tile"]

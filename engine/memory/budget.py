@@ -126,3 +126,15 @@ def env_overrides(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             except ValueError:
                 continue
     return out
+
+
+def text_encoder_device(weight_bytes: int, device: Any, settings: MemorySettings | None = None
+                        ) -> tuple[str, str]:
+    """Where a text encoder of `weight_bytes` should encode when its loader says "auto" and the run
+    computes on `device`: ("cuda" or "cpu", why). On a small card a T5 that does not fit beside
+    the working memory encodes on the CPU, as ComfyUI users set by hand."""
+    from engine.memory.planner import Footprint, plan_text_encoder
+
+    budgets = detect_budgets(device, settings)
+    plan = plan_text_encoder(Footprint("text encoder", "text_encoder", int(weight_bytes)), budgets)
+    return plan.device, plan.note

@@ -75,6 +75,13 @@ class T5Checkpoint:
     file_keys: dict[str, str] = field(default_factory=dict)  # HF key -> the key in the file
     path: Path | None = None  # a safetensors file to stream the tensors from while building
 
+    def stores_fp8(self) -> bool:
+        """Whether the file holds its Linear weights in float8 (plain or ComfyUI scaled)."""
+        from engine.models.quantized import is_fp8_dtype
+
+        return bool(self.scales) or any(is_fp8_dtype(t.dtype) for k, t in self.state.items()
+                                         if k.endswith(".weight") and t.dim() == 2)
+
     def config_dict(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size, "d_model": self.d_model, "d_kv": self.d_kv,
                 "num_heads": self.num_heads, "d_ff": self.d_ff, "num_layers": self.num_layers,
@@ -88,12 +95,14 @@ class T5Checkpoint:
         return cls(**self.config_dict(), is_encoder_decoder=False, use_cache=False,
                    dropout_rate=0.0)
 
-    def build_model(self, dtype: torch.dtype, storage: torch.dtype | None = None) -> torch.nn.Module:
+    def build_model(self, dtype: torch.dtype, storage: torch.dtype | None = None,
+                    keep_stored_fp8: bool = False) -> torch.nn.Module:
         """The transformers encoder with these weights, computing in `dtype`. Built on the meta
         device, then each tensor goes from the file to its final dtype one at a time (scaled fp8
         dequantised as it is read). With `storage` (float8), every Linear keeps float8 weights
         (as stored, scale and all, or quantised per tensor) upcast per call (ScaledFP8Linear),
-        and a 16-bit embedding table stays as stored, its looked-up rows cast to `dtype`."""
+        and a 16-bit embedding table stays as stored, its looked-up rows cast to `dtype`. With
+        `keep_stored_fp8` (and no storage), only the Linears the file stores in float8 stay so."""
         from transformers import T5EncoderModel, UMT5EncoderModel
 
         cls = UMT5EncoderModel if self.family == "umt5" else T5EncoderModel
@@ -101,8 +110,10 @@ class T5Checkpoint:
             model = cls(self.hf_config())
         # fp16 overflows in T5's output projections; transformers keeps `wo` in fp32 there too.
         keep = set(cls._keep_in_fp32_modules or ()) if dtype == torch.float16 else set()
-        linears = ({n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
-                   if storage is not None else set())
+        linears = {n for n, m in model.named_modules() if type(m) is torch.nn.Linear}
+        if storage is None:
+            linears = ({n for n in linears if (w := self.state.get(f"{n}.weight")) is not None
+                        and is_fp8(w)} if keep_stored_fp8 else set())
         fp8_scales: dict[str, torch.Tensor] = {}
         plan: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
         embedding_as_stored = False

@@ -37,7 +37,7 @@ import torch
 
 from engine.choices import TEXT_ENCODER_DTYPE_CHOICES as DTYPE_CHOICES
 from engine.devices import on_device, pick_device
-from engine.dtypes import DTypePolicy, explain_dtype
+from engine.dtypes import DTypePolicy, explain_dtype, keep_file_fp8
 from engine.models.config_checks import (HF_TEXT_BOUNDS, check_hf_text_config, check_int,
                                          check_matches)
 from engine.models.interfaces import ModelInfo
@@ -339,7 +339,9 @@ def _load_single_file(path: Path, dev: torch.device, dtype: Any, max_length: int
     del state  # a pickle's tensors are then held by `ckpt` alone, converted in place
     tokenizer = find_tokenizer(path, ckpt.spiece_model)
     policy = text_encoder_policy(dev, dtype)[0]
-    model = ckpt.build_model(policy.compute, policy.storage)
+    # auto on a float8 file (ComfyUI's umt5_xxl_fp8_e4m3fn_scaled): its fp8 Linears stay 8-bit
+    keep_stored = keep_file_fp8(dtype, ckpt.stores_fp8())[0]
+    model = ckpt.build_model(policy.compute, policy.storage, keep_stored_fp8=keep_stored)
     info = ModelInfo(path=str(path), family=ckpt.family, layout=ckpt.layout,
                      config=ckpt.config_dict())
     return TransformersTextEncoder(model=model, tokenizer=tokenizer, info=info, dim=ckpt.d_model,

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from engine.devices import pick_device
-from engine.dtypes import DTypePolicy, apply_dtype_policy, dtype_policy, param_targets
+from engine.dtypes import DTypePolicy, apply_dtype_policy, dtype_policy, keep_file_fp8, param_targets
 from engine.models.detect import Detection, detect_wan_dit
 from engine.models.interfaces import ModelInfo
 from engine.models.wan_dit_model import WanDiT
@@ -236,7 +236,8 @@ def load_dit(path: Path | str, device: torch.device | str | None = None,
     if path.is_file() and path.suffix.lower() == GGUF_SUFFIX:
         module, detection, policy, fmt = _load_gguf(path, overrides, policy, keep_fp32)
     else:
-        module, detection, fmt = _load_torch_weights(path, overrides, policy, keep_fp32)
+        module, detection, fmt = _load_torch_weights(path, overrides, policy, keep_fp32,
+                                                     auto=dtype in (None, "auto"))
     apply_dtype_policy(module, policy, keep_fp32)  # casts nothing left to cast; float8 hooks
     prediction = overrides.get("prediction_type", "flow_prediction")
     info = ModelInfo(path=str(path), family=detection.family, layout=detection.layout,
@@ -258,9 +259,10 @@ def _target_dtype(policy: DTypePolicy, keep_fp32: tuple[str, ...]) -> Callable[[
 
 
 def _load_torch_weights(path: Path, overrides: Mapping[str, Any], policy: DTypePolicy,
-                        keep_fp32: tuple[str, ...]
+                        keep_fp32: tuple[str, ...], auto: bool = False
                         ) -> tuple[torch.nn.Module, Detection, dict[str, Any]]:
-    """safetensors / pickle / diffusers folder, plain or ComfyUI scaled fp8.
+    """safetensors / pickle / diffusers folder, plain or ComfyUI scaled fp8. With `auto`, an fp8
+    file's float8 Linears stay as stored (engine.dtypes.keep_file_fp8).
 
     Every tensor goes from the file straight to its final dtype, one at a time: the plan (which
     dtype each parameter ends in, which float8 Linears stay as stored) is made from the header
@@ -271,13 +273,17 @@ def _load_torch_weights(path: Path, overrides: Mapping[str, Any], policy: DTypeP
     detection, lazy = detect_then_load(path, lambda shapes: detect_wan_dit(shapes, path, overrides))
     weights, scales, scaled = split_scales(lazy, path, read_metadata(path))
     fmt = {"weight_format": storage_format(weights, scaled)}
+    keep_stored, why = keep_file_fp8("auto" if auto else "chosen",
+                                     fmt["weight_format"].startswith("fp8"))
+    if why:
+        fmt["dtype_reason"] = why
     file_key = to_diffusers({k: k for k in weights}, detection, path)  # diffusers -> file key
     stored = {k: weights[f].dtype for k, f in file_key.items()}  # from the header: nothing read
     scales = to_diffusers(scales, detection, path)
     module = build_meta(WanTransformer3DModel, detection.config)
     check_keys(module, file_key, path)
     kept: set[str] = set()  # float8 Linears kept as stored (ScaledFP8Linear), with dtype fp8
-    if policy.storage is not None:
+    if policy.storage is not None or keep_stored:
         kept = {name for name, layer in module.named_modules()
                 if type(layer) is torch.nn.Linear and name + ".weight" in stored
                 and is_fp8_dtype(stored[name + ".weight"])
