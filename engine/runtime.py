@@ -36,8 +36,11 @@ def make_executor(settings: Settings, *, use_disk_cache: bool = True,
     if cache is None:
         cache = make_cache(settings, use_disk_cache=use_disk_cache)
     hasher = use_store(settings.cache_dir)
+    from engine.memory.budget import env_overrides  # light: no torch
+
+    # REELGRAPH_VRAM_BUDGET / REELGRAPH_RAM_BUDGET (e.g. "8G") override the settings for one run
     return Executor(registry, cache, model_paths=make_model_paths(settings),
-                    settings=settings.to_json(), hasher=hasher)
+                    settings={**settings.to_json(), **env_overrides()}, hasher=hasher)
 
 
 def reconfigure(executor: Executor, old: Settings, new: Settings) -> Executor:

@@ -298,3 +298,15 @@ def test_an_auto_text_encoder_encodes_on_the_cpu_when_the_card_is_too_small():
     where, why = text_encoder_device(11 * GIB, "cuda", card)
     assert where == "cpu" and "does not fit" in why
     assert text_encoder_device(11 * GIB, "cpu")[0] == "cpu"
+
+
+def test_a_run_takes_its_budgets_from_the_environment(monkeypatch):
+    """Per run: REELGRAPH_VRAM_BUDGET / REELGRAPH_RAM_BUDGET override the settings file."""
+    from engine.config import Settings
+    from engine.runtime import make_executor
+
+    monkeypatch.setenv("REELGRAPH_VRAM_BUDGET", "8G")
+    monkeypatch.setenv("REELGRAPH_RAM_BUDGET", "512M")
+    executor = make_executor(Settings(), use_disk_cache=False)
+    assert executor.settings["vram_budget_bytes"] == 8 * GIB
+    assert executor.settings["ram_budget_bytes"] == 512 * 1024 * 1024
