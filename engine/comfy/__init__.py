@@ -88,23 +88,10 @@ def import_comfy_data(data: Any, registry: Any = None, model_paths: Any = None, 
 
 
 def _loop(workflow: Any) -> list[str]:
-    """The ComfyUI ids of the nodes on a link loop (Kahn's algorithm leaves them), or []."""
-    deps = {nid: set() for nid in workflow.nodes}
-    for link in workflow.links:
-        if link.to_node in deps and link.from_node in deps:
-            deps[link.to_node].add(link.from_node)
-    ready = [nid for nid, d in deps.items() if not d]
-    users: dict[str, list[str]] = {}
-    for nid, d in deps.items():
-        for src in d:
-            users.setdefault(src, []).append(nid)
-    left = {nid: len(d) for nid, d in deps.items()}
-    while ready:
-        for user in users.get(ready.pop(), ()):
-            left[user] -= 1
-            if left[user] == 0:
-                ready.append(user)
-    stuck = [nid for nid, n in left.items() if n > 0]
+    """The ComfyUI ids of the nodes on or behind a link loop (a topological sort leaves them), or []."""
+    from engine.graph_index import GraphIndex
+
+    stuck = GraphIndex(workflow).topological_order(set(workflow.nodes))[1]
     ids = []
     for nid in stuck:
         comfy = workflow.nodes[nid].extra.get("comfy")

@@ -158,26 +158,11 @@ class _Exporter:
 
     def _order(self) -> list[str]:
         """Node ids, every node after the nodes it links from; a loop is an error."""
-        deps = {nid: {l.from_node for l in self.incoming.get(nid, {}).values() if l.from_node in self.wf.nodes}
-                for nid in self.wf.nodes}
-        done: list[str] = []
-        placed: set[str] = set()
-        ready = [nid for nid, d in deps.items() if not d]
-        users: dict[str, list[str]] = {}
-        for nid, d in deps.items():
-            for src in d:
-                users.setdefault(src, []).append(nid)
-        left = {nid: len(d) for nid, d in deps.items()}
-        while ready:
-            nid = ready.pop(0)
-            done.append(nid)
-            placed.add(nid)
-            for user in users.get(nid, ()):
-                left[user] -= 1
-                if left[user] == 0:
-                    ready.append(user)
-        if len(done) != len(deps):
-            loop = sorted(nid for nid in deps if nid not in placed)
+        from engine.graph_index import GraphIndex
+
+        done, stuck = GraphIndex(self.wf).topological_order(set(self.wf.nodes))
+        if stuck:
+            loop = sorted(stuck)
             raise ComfyExportError([f"link loop through nodes {', '.join(loop[:10])}"
                                     f"{' ...' if len(loop) > 10 else ''}: a graph with a cycle "
                                     "cannot be exported"])
