@@ -544,3 +544,34 @@ def test_every_socket_type_has_its_own_colour():
     missing = [t.value for t in SocketType if t.value not in theme.SOCKET_COLORS]
     assert not missing, f"add a colour to app/theme.py SOCKET_COLORS for {missing}"
     assert theme.MODEL_SOCKETS <= set(theme.SOCKET_COLORS)
+
+
+def test_example_workflows_open_with_no_node_on_top_of_another(qapp):
+    """The examples are an artist's first look: nodes as laid out in each file must not overlap
+    (a node gaining an input makes it taller, so this catches layouts that went stale)."""
+    from pathlib import Path
+
+    from PySide6.QtCore import QRectF
+
+    from app.node_layout import layout_node
+    from engine.document import load_workflow
+    from engine.registry import default_registry
+
+    registry = default_registry()
+    for path in sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json")):
+        wf = load_workflow(path)
+        positions = wf.layout.get("nodes", {})
+        incoming = wf.incoming()
+        rects = {}
+        for nid, node in wf.nodes.items():
+            entry = positions.get(nid, {})
+            if "pos" not in entry:
+                continue
+            outputs = [l.from_output for l in wf.links if l.from_node == nid]
+            g = layout_node(node, registry.spec(node.type), entry,
+                            set((incoming.get(nid) or {}).keys()), outputs, None, "")
+            rects[nid] = QRectF(entry["pos"][0], entry["pos"][1], g.rect.width(), g.rect.height())
+        ids = sorted(rects)
+        overlaps = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]
+                    if rects[a].intersects(rects[b])]
+        assert not overlaps, f"{path.name}: {overlaps}"
