@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             _settle(app)
             view.grab().save(str(out / "link-refused.png"))
             drag.cancel()
+    return _close_clean(window, out)
+
+
+def _close_clean(window, out: Path) -> int:
+    """Close without the unsaved-changes question (the screenshots edited the graph)."""
     window.files._force_dirty = False
     window.undo_stack.setClean()
     window.close()

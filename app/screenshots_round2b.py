@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from engine import bundle
-from app.screenshots import _settle, _wait
+from app.screenshots import _close_clean, _settle, _wait
 
 
 def main() -> int:
@@ -79,11 +79,7 @@ def main() -> int:
         window.import_banner.details_button.setChecked(True)
         _settle(app, 0.6)
         window.grab().save(str(out / "comfy-import-banner.png"))
-    window.files._force_dirty = False
-    window.undo_stack.setClean()
-    window.close()
-    print(f"screenshots in {out}")
-    return 0
+    return _close_clean(window, out)
 
 
 if __name__ == "__main__":

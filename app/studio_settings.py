@@ -56,6 +56,18 @@ class StudioPrefs:
         self.save()
 
 
+def _with_buttons(owner: QWidget, body: QWidget, buttons: list[QPushButton]) -> None:
+    """`body` with a column of buttons on its right, as `owner`'s whole layout."""
+    column = QVBoxLayout()
+    for button in buttons:
+        column.addWidget(button)
+    column.addStretch(1)
+    row = QHBoxLayout(owner)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(body, 1)
+    row.addLayout(column)
+
+
 class _FolderList(QWidget):
     def __init__(self, folders: list[str], pick_folder):
         super().__init__()
@@ -66,14 +78,7 @@ class _FolderList(QWidget):
         add, remove = QPushButton("Add…"), QPushButton("Remove")
         add.clicked.connect(self._add)
         remove.clicked.connect(lambda: [self.list.takeItem(self.list.row(i)) for i in self.list.selectedItems()])
-        buttons = QVBoxLayout()
-        buttons.addWidget(add)
-        buttons.addWidget(remove)
-        buttons.addStretch(1)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.list, 1)
-        row.addLayout(buttons)
+        _with_buttons(self, self.list, [add, remove])
 
     def _add(self) -> None:
         folder = self._pick()
@@ -102,14 +107,7 @@ class _ProviderTable(QWidget):
         add, remove = QPushButton("Add"), QPushButton("Remove")
         add.clicked.connect(lambda: self.add_row("", "https://", ""))
         remove.clicked.connect(lambda: self.table.removeRow(self.table.currentRow()))
-        buttons = QVBoxLayout()
-        buttons.addWidget(add)
-        buttons.addWidget(remove)
-        buttons.addStretch(1)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.table, 1)
-        row.addLayout(buttons)
+        _with_buttons(self, self.table, [add, remove])
 
     def add_row(self, name: str, url: str, key_env: str) -> None:
         r = self.table.rowCount()
