@@ -405,15 +405,11 @@ def test_example_workflow_writes_an_mp4_with_the_right_frames(name, frames, regi
 
     from engine.document import load_workflow
     from engine.models.paths import ModelPaths
-    from tests.test_workflows import model_files, workflow_model_writers
+    from tests.test_workflows import write_tiny_models
 
     workflow = load_workflow(ROOT / "workflows" / f"{name}.json")
-    writers = workflow_model_writers()
     root = tmp_path / "models"
-    for kind, file in model_files(workflow, registry):
-        target = root / kind / file
-        target.parent.mkdir(parents=True, exist_ok=True)
-        writers[f"{kind}/{file}"](target)
+    write_tiny_models(workflow, registry, root)
     executor.model_paths = ModelPaths([root])
     report = executor.run(workflow, output_dir=tmp_path / "out")
     assert report.status == "done", report.error

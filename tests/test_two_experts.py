@@ -269,16 +269,12 @@ def test_two_expert_workflow_runs_and_writes_the_frames(registry, executor, tmp_
     from engine.document import load_workflow
     from engine.models.paths import ModelPaths
     from engine.validation import validate
-    from tests.test_workflows import model_files, workflow_model_writers
+    from tests.test_workflows import write_tiny_models
 
     workflow = load_workflow(ROOT / "workflows" / "text_to_video_two_experts.json")
     assert validate(workflow, registry) == []
-    writers = workflow_model_writers()
     root = tmp_path / "models"
-    for kind, name in model_files(workflow, registry):
-        target = root / kind / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        writers[f"{kind}/{name}"](target)
+    write_tiny_models(workflow, registry, root)
     executor.model_paths = ModelPaths([root])
     report = executor.run(workflow, output_dir=tmp_path / "out")
     assert report.status == "done", report.error

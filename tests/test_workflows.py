@@ -43,6 +43,15 @@ def model_files(workflow, registry) -> list[tuple[str, str]]:
     return found
 
 
+def write_tiny_models(workflow, registry, root: Path) -> None:
+    """Every model file `workflow` names, written as a tiny checkpoint under `root`/kind/name."""
+    writers = workflow_model_writers()
+    for kind, name in model_files(workflow, registry):
+        target = root / kind / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        writers[f"{kind}/{name}"](target)
+
+
 def test_there_are_example_workflows():
     assert any(p.name == "gradient_blend.json" for p in WORKFLOWS)
 
