@@ -17,7 +17,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, 
 from engine.context import ExecutionContext, InterruptFlag
 from engine.errors import NodeError
 from engine.models.wan_dit import load_dit
-from engine.noise import init_noise, seeded_noise
+from engine.noise import init_noise
 from engine.models.interfaces import LatentGrid
 from engine.sampling import default_boundary, make_scheduler, sample
 from engine.values import Conditioning, Latent
