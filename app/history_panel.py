@@ -103,6 +103,7 @@ class HistoryPanel(QWidget):
         layout.addWidget(self.hint)
         runs.queue_changed.connect(lambda _n: self.refresh_queue())
         runs.run_started.connect(lambda _r: self.refresh_queue())
+        runs.run_finished.connect(lambda *_: self.refresh_queue())  # the finished run leaves it
         runs.history_changed.connect(self.refresh_history)
         self.refresh_queue()
 

@@ -259,6 +259,7 @@ def test_queue_reorder_cancel_history_and_gallery(qtbot, make_window):
     wait_until(qtbot, lambda: not window.runs.busy and len(window.runs.history) == 2, 60)
     assert [r.status for r in window.runs.history] == ["done", "done"]
     assert panel.history_list.count() == 2 and panel.gallery.count() == 1
+    assert panel.queue_list.count() == 0  # finished runs leave the queue
     picture = panel.gallery.item(0)
     assert picture.data(0x0100).endswith(".png")
     mime = panel.gallery.mimeData([picture])
